@@ -1,0 +1,37 @@
+"""The container-runtime port: what the pipeline needs from a sandbox, and nothing more."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from evaluation.types import Submission
+
+
+@dataclass(frozen=True)
+class RunningModel:
+    """A started miner container the validator may talk to."""
+
+    base_url: str  # e.g. http://172.30.0.2:8000, reachable from the validator only
+    container_id: str
+    image_id: str
+
+
+class Sandbox(Protocol):
+    """Builds a miner repo, runs it isolated, and removes everything it created."""
+
+    async def start(self, submission: Submission, repo_dir: Path) -> RunningModel:
+        """Build ``repo_dir`` and run it until ``/api/v1/health`` reports the model loaded.
+
+        Raises ``BuildFailed`` or ``StartFailed`` for the miner's faults, ``InfrastructureError`` otherwise.
+        """
+        ...
+
+    async def stop(self, model: RunningModel) -> None:
+        """Stop and remove the container and the network made for it. Never raises for a gone container."""
+        ...
+
+    async def cleanup(self) -> int:
+        """Remove every container and network this validator labelled (after a crash). Returns the count."""
+        ...

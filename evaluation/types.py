@@ -1,0 +1,70 @@
+"""Value types shared by the evaluation library and its callers.
+
+They are plain frozen dataclasses so that they cross thread and process boundaries, compare by value and
+serialise without surprises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One miner's model at one exact revision: the unit that is evaluated.
+
+    ``revision`` is the commit the miner put on chain; it is the only revision ever fetched.
+    """
+
+    uid: int
+    hotkey: str
+    repo_id: str
+    revision: str
+    competition: str = "v2"
+    block: int = 0
+
+    @property
+    def short_revision(self) -> str:
+        return self.revision[:12]
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """The outcome of one benchmark item sent to one miner."""
+
+    subset: str
+    item_id: str
+    score: float
+    response: str = ""
+    error: str | None = None
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class SubsetScore:
+    """Aggregate of one subset: ``score`` is on a 0-100 scale."""
+
+    subset: str
+    score: float
+    samples: int
+    failures: int
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What evaluating one submission produced.
+
+    ``score`` is the overall 0-100 score; ``error`` is set when the submission could not be evaluated
+    at all (bad repo, build failure, never healthy), in which case ``score`` is 0.
+    """
+
+    submission: Submission
+    score: float
+    subsets: tuple[SubsetScore, ...] = ()
+    error: str | None = None
+    duration_s: float = 0.0
+    details: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
