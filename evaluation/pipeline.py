@@ -1,0 +1,154 @@
+"""One submission, end to end: fetch, check, build and run isolated, query, judge, score, clean up.
+
+The pipeline knows nothing about chains or databases. The caller hands it a sink that receives each
+sample result as soon as it exists, so a crash in the middle loses at most the requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+import structlog
+
+from evaluation.errors import MinerResponseError, SubmissionRejected
+from evaluation.fetch import RepoSource, check_repo
+from evaluation.miner_client import MinerClient
+from evaluation.sandbox.port import RunningModel, Sandbox
+from evaluation.types import EvaluationResult, SampleResult, SubsetScore, Submission
+from evaluation.voicebench.dataset import Item, sample_items
+from evaluation.voicebench.evaluators import SUBSET_EVALUATOR, get_evaluator
+from evaluation.voicebench.evaluators.base import Evaluator
+from evaluation.voicebench.scoring import overall_score, subset_score
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How much of the benchmark to send, and how hard to push one miner."""
+
+    samples_per_subset: int | None = None
+    seed: int = 0
+    concurrency: int = 4
+    miner_timeout_s: float = 60.0
+    check_hotkey: bool = True
+
+
+class ResultSink(Protocol):
+    """Receives each sample result as soon as it is judged."""
+
+    async def sample(self, result: SampleResult) -> None:
+        """Persist or display one result."""
+        ...
+
+
+class Pipeline:
+    """Evaluates submissions against a loaded benchmark."""
+
+    def __init__(
+        self,
+        source: RepoSource,
+        sandbox: Sandbox,
+        benchmark: Mapping[str, Sequence[Item]],
+        config: PipelineConfig,
+        work_dir: Path,
+    ) -> None:
+        unknown = [subset for subset in benchmark if subset not in SUBSET_EVALUATOR]
+        if unknown:
+            raise ValueError(f"no evaluator for subset(s) {unknown}; known: {sorted(SUBSET_EVALUATOR)}")
+        self._source = source
+        self._sandbox = sandbox
+        self._config = config
+        self._work_dir = work_dir
+        # The same seed gives every miner of a round the same items: scores compare like for like.
+        self._items = {
+            subset: sample_items(items, config.samples_per_subset, config.seed)
+            for subset, items in benchmark.items()
+        }
+        self._evaluators: dict[str, Evaluator] = {
+            subset: get_evaluator(SUBSET_EVALUATOR[subset]) for subset in benchmark
+        }
+
+    @property
+    def sample_count(self) -> int:
+        """Requests one evaluation sends."""
+        return sum(len(items) for items in self._items.values())
+
+    async def evaluate(self, submission: Submission, sink: ResultSink | None = None) -> EvaluationResult:
+        """Evaluate one submission. Miner faults give a zero-score result with ``error`` set;
+        ``InfrastructureError`` (our side) propagates so the caller can retry later."""
+        started = time.monotonic()
+        bound = log.bind(uid=submission.uid, hotkey=submission.hotkey, repo=submission.repo_id,
+                         revision=submission.short_revision)
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"uid{submission.uid}-", dir=self._work_dir))
+        try:
+            repo_dir = await self._source.fetch(submission, scratch)
+            await asyncio.to_thread(
+                check_repo, repo_dir, submission.hotkey if self._config.check_hotkey else None
+            )
+            bound.info("repo fetched and checked")
+            model = await self._sandbox.start(submission, repo_dir)
+            bound.info("miner ready", url=model.base_url)
+            try:
+                subsets = await self._query_all(model, sink)
+            finally:
+                await self._sandbox.stop(model)
+        except SubmissionRejected as exc:
+            bound.warning("submission rejected", reason=str(exc), kind=type(exc).__name__)
+            return EvaluationResult(
+                submission=submission,
+                score=0.0,
+                error=f"{type(exc).__name__}: {exc}",
+                duration_s=time.monotonic() - started,
+            )
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+        score = overall_score({s.subset: s.score for s in subsets})
+        bound.info("evaluated", score=round(score, 2), subsets={s.subset: round(s.score, 2) for s in subsets})
+        return EvaluationResult(
+            submission=submission, score=score, subsets=tuple(subsets), duration_s=time.monotonic() - started
+        )
+
+    async def _query_all(self, model: RunningModel, sink: ResultSink | None) -> list[SubsetScore]:
+        gate = asyncio.Semaphore(self._config.concurrency)
+        timeout = aiohttp.ClientTimeout(total=self._config.miner_timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            client = MinerClient(model.base_url, session, timeout_s=self._config.miner_timeout_s)
+
+            async def one(item: Item) -> SampleResult:
+                async with gate:
+                    result = await _query_one(client, item, self._evaluators[item.subset])
+                if sink is not None:
+                    await sink.sample(result)
+                return result
+
+            results = await asyncio.gather(*(one(i) for items in self._items.values() for i in items))
+        return [_aggregate(subset, [r for r in results if r.subset == subset]) for subset in self._items]
+
+
+async def _query_one(client: MinerClient, item: Item, evaluator: Evaluator) -> SampleResult:
+    started = time.monotonic()
+    try:
+        response = await client.v2t(item.audio, item.sample_rate)
+    except MinerResponseError as exc:
+        return SampleResult(item.subset, item.item_id, 0.0, "", str(exc), time.monotonic() - started)
+    latency = time.monotonic() - started
+    return SampleResult(item.subset, item.item_id, evaluator.score(item, response), response, None, latency)
+
+
+def _aggregate(subset: str, results: Sequence[SampleResult]) -> SubsetScore:
+    return SubsetScore(
+        subset=subset,
+        score=subset_score([r.score for r in results]),
+        samples=len(results),
+        failures=sum(1 for r in results if r.error is not None),
+    )

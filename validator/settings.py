@@ -1,0 +1,136 @@
+"""Every setting of the validator, in one validated class.
+
+Each field is read, in order of precedence, from a command-line flag (``--field-name``), an environment
+variable (``VOICE_VALIDATOR_FIELD_NAME``), a ``.env`` file, then the default below. The README's
+configuration table is generated from this class (``voice-validator settings``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "VOICE_VALIDATOR_"
+
+
+class Settings(BaseSettings):
+    """The validator's configuration. Built once at start and passed down; nothing else reads the env."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        validate_default=True,
+    )
+
+    # --- chain ---------------------------------------------------------------------------------
+    netuid: int = Field(1, ge=0, description="Subnet id whose miners are evaluated.")
+    chain: Literal["local"] = Field(
+        "local",
+        description="Chain backend. 'local' is the file-backed development chain; the bittensor network "
+        "backend arrives with the chain layer.",
+    )
+    local_chain_file: Path = Field(
+        Path("var/local-chain.json"), description="State file of the local development chain."
+    )
+    validator_hotkey: str = Field(
+        "validator", min_length=1, description="This validator's hotkey (SS58) on the chain."
+    )
+    competition: str = Field("v2", description="Competition id accepted in miner commitments.")
+    version_key: int = Field(1, ge=0, description="version_key sent with every weight set.")
+    chain_timeout_s: float = Field(30.0, gt=0, description="Deadline of one chain call.")
+
+    # --- storage -------------------------------------------------------------------------------
+    data_dir: Path = Field(Path("var"), description="Folder for the database, repos and caches.")
+    db_file: Path | None = Field(None, description="SQLite file; default <data-dir>/validator.db.")
+
+    # --- hub -----------------------------------------------------------------------------------
+    hub_endpoint: str | None = Field(
+        None, description="HuggingFace endpoint URL; empty means huggingface_hub's default."
+    )
+    hf_token: SecretStr | None = Field(None, description="HuggingFace token for gated or private repos.")
+    max_repo_bytes: int = Field(20 * 2**30, gt=0, description="Largest miner repo accepted, in bytes.")
+    fetch_timeout_s: float = Field(1800.0, gt=0, description="Deadline to download one repo.")
+
+    # --- sandbox -------------------------------------------------------------------------------
+    docker_host: str | None = Field(None, description="Docker daemon URL; empty means the SDK's default.")
+    sandbox_memory: str = Field("16g", description="Memory limit of a miner container.")
+    sandbox_cpus: float = Field(4.0, gt=0, description="CPU limit of a miner container.")
+    sandbox_pids_limit: int = Field(512, gt=0, description="Process limit of a miner container.")
+    gpu_device_ids: list[str] = Field(
+        default_factory=list, description="GPU ids given to miner containers (JSON list); empty: no GPU."
+    )
+    build_timeout_s: float = Field(1800.0, gt=0, description="Deadline of one image build.")
+    start_timeout_s: float = Field(600.0, gt=0, description="Deadline for a miner to report model_loaded.")
+    build_network: str = Field(
+        "default", description="Network of image builds: 'default' (pip needs it) or 'none'."
+    )
+    build_args: dict[str, str] = Field(
+        default_factory=dict, description="Docker build args for miner images (JSON object)."
+    )
+
+    # --- evaluation ----------------------------------------------------------------------------
+    voicebench_dir: Path | None = Field(
+        None,
+        description="VoiceBench data in the hub's parquet layout; default <data-dir>/voicebench "
+        "(built from the team's espeak-ng fixture when missing).",
+    )
+    subsets: list[str] = Field(
+        default_factory=lambda: ["openbookqa"], description="VoiceBench subsets evaluated (JSON list)."
+    )
+    samples_per_subset: int | None = Field(
+        None, gt=0, description="Items sampled per subset; empty means every item."
+    )
+    sample_seed: int = Field(0, description="Seed of the reproducible item sampling.")
+    miner_concurrency: int = Field(4, ge=1, le=64, description="Requests in flight to one miner.")
+    miner_timeout_s: float = Field(60.0, gt=0, description="Deadline of one miner request.")
+
+    # --- daemon --------------------------------------------------------------------------------
+    sync_interval_s: float = Field(60.0, gt=0, description="Seconds between reads of the chain.")
+    weights_interval_s: float = Field(600.0, gt=0, description="Seconds between weight sets.")
+    eval_workers: int = Field(1, ge=1, le=16, description="Submissions evaluated at once (GPU slots).")
+    max_attempts: int = Field(3, ge=1, description="Tries of a submission when our side fails.")
+    retry_backoff_s: float = Field(300.0, ge=0, description="Wait before retrying such a submission.")
+    validator_id: str = Field(
+        "default",
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$",
+        description="Names this validator's containers, so validators sharing a Docker host never "
+        "touch each other's.",
+    )
+
+    # --- logging -------------------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["auto", "console", "json"] = Field(
+        "auto", description="'auto': console on a terminal, JSON lines otherwise."
+    )
+
+    @field_validator("hub_endpoint", "docker_host", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def database_path(self) -> Path:
+        """Where the SQLite database lives."""
+        return self.db_file or self.data_dir / "validator.db"
+
+    @property
+    def voicebench_path(self) -> Path:
+        """Where the VoiceBench parquet files live."""
+        return self.voicebench_dir or self.data_dir / "voicebench"
+
+    @property
+    def repos_dir(self) -> Path:
+        """Scratch folder for downloaded miner repos."""
+        return self.data_dir / "repos"
+
+
+def load_settings(cli_args: list[str] | None = None, **overrides: object) -> Settings:
+    """Build the settings from flags, environment and defaults; ``overrides`` win over all of them."""
+    return Settings(_cli_parse_args=cli_args or [], **overrides)  # type: ignore[call-arg]

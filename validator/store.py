@@ -1,0 +1,424 @@
+"""The validator's memory: one SQLite file (WAL) holding submissions, evaluations, every sample result,
+subset scores and weight sets, so a restart loses nothing and resumes where it stopped.
+
+Methods are synchronous and short; the daemon calls them through ``asyncio.to_thread``. One connection is
+shared under a lock, which keeps every multi-statement change atomic without a connection pool.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluation.types import EvaluationResult, SampleResult, Submission
+from validator.chain.port import Neuron
+
+# Each entry migrates the schema from version i to i+1; PRAGMA user_version records where a file stands.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE submissions (
+        id            INTEGER PRIMARY KEY,
+        hotkey        TEXT    NOT NULL,
+        uid           INTEGER NOT NULL,
+        repo_id       TEXT    NOT NULL,
+        revision      TEXT    NOT NULL,
+        competition   TEXT    NOT NULL,
+        commit_block  INTEGER NOT NULL,
+        status        TEXT    NOT NULL CHECK (status IN
+                          ('queued', 'running', 'evaluated', 'rejected', 'failed', 'superseded')),
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        not_before    REAL    NOT NULL DEFAULT 0,
+        last_error    TEXT,
+        created_at    REAL    NOT NULL,
+        updated_at    REAL    NOT NULL,
+        UNIQUE (hotkey, repo_id, revision, competition)
+    );
+    CREATE INDEX submissions_queue ON submissions (status, not_before, commit_block);
+    CREATE INDEX submissions_hotkey ON submissions (hotkey, commit_block);
+
+    CREATE TABLE evaluations (
+        id             INTEGER PRIMARY KEY,
+        submission_id  INTEGER NOT NULL REFERENCES submissions (id),
+        started_at     REAL    NOT NULL,
+        finished_at    REAL,
+        score          REAL,
+        error          TEXT,
+        duration_s     REAL
+    );
+    CREATE INDEX evaluations_submission ON evaluations (submission_id);
+
+    CREATE TABLE sample_results (
+        evaluation_id  INTEGER NOT NULL REFERENCES evaluations (id),
+        subset         TEXT    NOT NULL,
+        item_id        TEXT    NOT NULL,
+        score          REAL    NOT NULL,
+        response       TEXT    NOT NULL,
+        error          TEXT,
+        latency_s      REAL    NOT NULL,
+        PRIMARY KEY (evaluation_id, subset, item_id)
+    );
+
+    CREATE TABLE subset_scores (
+        evaluation_id  INTEGER NOT NULL REFERENCES evaluations (id),
+        subset         TEXT    NOT NULL,
+        score          REAL    NOT NULL,
+        samples        INTEGER NOT NULL,
+        failures       INTEGER NOT NULL,
+        PRIMARY KEY (evaluation_id, subset)
+    );
+
+    CREATE TABLE weight_sets (
+        id          INTEGER PRIMARY KEY,
+        created_at  REAL    NOT NULL,
+        block       INTEGER NOT NULL,
+        weights     TEXT    NOT NULL,
+        success     INTEGER NOT NULL,
+        message     TEXT    NOT NULL
+    );
+    """,
+)
+
+SCORED_STATUSES = ("evaluated", "rejected")
+
+
+class StoreError(RuntimeError):
+    """The database file cannot be used (newer schema, corrupt file)."""
+
+
+@dataclass(frozen=True)
+class QueuedEvaluation:
+    """A submission claimed by a worker, with the evaluation row opened for it."""
+
+    submission_id: int
+    evaluation_id: int
+    submission: Submission
+    attempt: int
+
+
+@dataclass(frozen=True)
+class MinerRow:
+    """One line of the status table: a hotkey's newest submission and its outcome."""
+
+    uid: int
+    hotkey: str
+    repo_id: str
+    revision: str
+    status: str
+    score: float | None
+    error: str | None
+    commit_block: int
+
+
+@dataclass(frozen=True)
+class WeightSetRow:
+    """A weight set as recorded, successful or not."""
+
+    created_at: float
+    block: int
+    weights: dict[int, float]
+    success: bool
+    message: str
+
+
+class Store:
+    """SQLite-backed persistence for the validator."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating if needed) the database at ``path`` and bring its schema up to date."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(conn)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"cannot use database {path}: {exc}") from exc
+        return store
+
+    def close(self) -> None:
+        """Close the connection; the WAL is checkpointed by SQLite."""
+        with self._lock:
+            self._conn.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version the file is at."""
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"database schema version {version} is newer than this validator knows "
+                f"({len(MIGRATIONS)}); upgrade the validator"
+            )
+        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._transaction() as conn:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # --- submissions ---------------------------------------------------------------------------
+
+    def record_submission(self, sub: Submission) -> tuple[int, bool]:
+        """Queue ``sub`` unless it is already known. Returns (id, created).
+
+        A new revision from a hotkey supersedes that hotkey's older submissions still waiting in the
+        queue: only the newest commitment is worth GPU time.
+        """
+        now = time.time()
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT id, uid FROM submissions"
+                " WHERE hotkey = ? AND repo_id = ? AND revision = ? AND competition = ?",
+                (sub.hotkey, sub.repo_id, sub.revision, sub.competition),
+            ).fetchone()
+            if row is not None:
+                if row["uid"] != sub.uid:
+                    conn.execute(
+                        "UPDATE submissions SET uid = ?, updated_at = ? WHERE id = ?", (sub.uid, now, row["id"])
+                    )
+                return int(row["id"]), False
+            conn.execute(
+                "UPDATE submissions SET status = 'superseded', updated_at = ?"
+                " WHERE hotkey = ? AND status = 'queued'",
+                (now, sub.hotkey),
+            )
+            cursor = conn.execute(
+                "INSERT INTO submissions (hotkey, uid, repo_id, revision, competition, commit_block,"
+                " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                (sub.hotkey, sub.uid, sub.repo_id, sub.revision, sub.competition, sub.block, now, now),
+            )
+            return int(cursor.lastrowid or 0), True
+
+    def requeue_interrupted(self) -> int:
+        """Put back in the queue what a previous run was evaluating when it stopped."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE evaluations SET finished_at = ?, error = 'interrupted by a restart'"
+                " WHERE finished_at IS NULL",
+                (time.time(),),
+            )
+            cursor = conn.execute(
+                "UPDATE submissions SET status = 'queued', updated_at = ? WHERE status = 'running'",
+                (time.time(),),
+            )
+            return cursor.rowcount
+
+    def claim_next(self, now: float | None = None) -> QueuedEvaluation | None:
+        """Take the oldest queued submission that is due, mark it running and open its evaluation."""
+        now = time.time() if now is None else now
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT * FROM submissions WHERE status = 'queued' AND not_before <= ?"
+                " ORDER BY commit_block, id LIMIT 1",
+                (now,),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE submissions SET status = 'running', attempts = attempts + 1, updated_at = ?"
+                " WHERE id = ?",
+                (now, row["id"]),
+            )
+            cursor = conn.execute(
+                "INSERT INTO evaluations (submission_id, started_at) VALUES (?, ?)", (row["id"], now)
+            )
+            return QueuedEvaluation(
+                submission_id=int(row["id"]),
+                evaluation_id=int(cursor.lastrowid or 0),
+                submission=_submission(row),
+                attempt=int(row["attempts"]) + 1,
+            )
+
+    def save_sample(self, evaluation_id: int, result: SampleResult) -> None:
+        """Keep one sample's outcome as soon as it is known."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO sample_results VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    evaluation_id,
+                    result.subset,
+                    result.item_id,
+                    result.score,
+                    result.response,
+                    result.error,
+                    result.latency_s,
+                ),
+            )
+
+    def finish_evaluation(self, claim: QueuedEvaluation, result: EvaluationResult) -> None:
+        """Record a finished evaluation: scored, or rejected for the miner's fault (score 0)."""
+        now = time.time()
+        status = "evaluated" if result.ok else "rejected"
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE evaluations SET finished_at = ?, score = ?, error = ?, duration_s = ? WHERE id = ?",
+                (now, result.score, result.error, result.duration_s, claim.evaluation_id),
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO subset_scores VALUES (?, ?, ?, ?, ?)",
+                [(claim.evaluation_id, s.subset, s.score, s.samples, s.failures) for s in result.subsets],
+            )
+            conn.execute(
+                "UPDATE submissions SET status = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                (status, result.error, now, claim.submission_id),
+            )
+
+    def fail_evaluation(self, claim: QueuedEvaluation, error: str, retry_at: float | None) -> None:
+        """Record that our side failed; queue it again at ``retry_at``, or give up when None."""
+        now = time.time()
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE evaluations SET finished_at = ?, error = ? WHERE id = ?",
+                (now, error, claim.evaluation_id),
+            )
+            conn.execute(
+                "UPDATE submissions SET status = ?, not_before = ?, last_error = ?, updated_at = ?"
+                " WHERE id = ?",
+                ("queued" if retry_at is not None else "failed", retry_at or 0, error, now, claim.submission_id),
+            )
+
+    def pending_count(self) -> int:
+        """Submissions waiting for or under evaluation."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM submissions WHERE status IN ('queued', 'running')"
+            ).fetchone()
+        return int(row[0])
+
+    # --- scores and weights --------------------------------------------------------------------
+
+    def current_scores(self, neurons: Sequence[Neuron]) -> dict[int, float]:
+        """Each registered neuron's score: that of its newest scored submission since it registered.
+
+        A neuron whose newest revision is still in the queue keeps its previous score meanwhile, so
+        committing a new revision never drops a miner to zero; a neuron never scored is absent.
+        """
+        scores: dict[int, float] = {}
+        with self._lock:
+            for neuron in neurons:
+                row = self._conn.execute(
+                    "SELECT e.score FROM submissions s JOIN evaluations e ON e.submission_id = s.id"
+                    " WHERE s.hotkey = ? AND s.commit_block >= ? AND s.status IN (?, ?)"
+                    " AND e.finished_at IS NOT NULL AND e.score IS NOT NULL"
+                    " ORDER BY s.commit_block DESC, e.id DESC LIMIT 1",
+                    (neuron.hotkey, neuron.registered_block, *SCORED_STATUSES),
+                ).fetchone()
+                if row is not None:
+                    scores[neuron.uid] = float(row["score"])
+        return scores
+
+    def record_weight_set(self, block: int, weights: dict[int, float], success: bool, message: str) -> None:
+        """Keep every weight set attempt, including refused ones."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO weight_sets (created_at, block, weights, success, message) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), block, json.dumps({str(k): v for k, v in weights.items()}), int(success), message),
+            )
+
+    def last_weight_set(self, *, successful_only: bool = True) -> WeightSetRow | None:
+        """The newest recorded weight set."""
+        where = "WHERE success = 1" if successful_only else ""
+        with self._lock:
+            row = self._conn.execute(f"SELECT * FROM weight_sets {where} ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return WeightSetRow(
+            created_at=float(row["created_at"]),
+            block=int(row["block"]),
+            weights={int(k): float(v) for k, v in json.loads(row["weights"]).items()},
+            success=bool(row["success"]),
+            message=str(row["message"]),
+        )
+
+    def miner_rows(self) -> list[MinerRow]:
+        """Each hotkey's newest submission with its latest outcome, for status tables."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT s.*, (SELECT e.score FROM evaluations e WHERE e.submission_id = s.id"
+                "             AND e.finished_at IS NOT NULL ORDER BY e.id DESC LIMIT 1) AS score"
+                " FROM submissions s WHERE s.id = (SELECT s2.id FROM submissions s2"
+                "   WHERE s2.hotkey = s.hotkey ORDER BY s2.commit_block DESC, s2.id DESC LIMIT 1)"
+                " ORDER BY s.uid"
+            ).fetchall()
+        return [
+            MinerRow(
+                uid=int(r["uid"]),
+                hotkey=r["hotkey"],
+                repo_id=r["repo_id"],
+                revision=r["revision"],
+                status=r["status"],
+                score=None if r["score"] is None else float(r["score"]),
+                error=r["last_error"],
+                commit_block=int(r["commit_block"]),
+            )
+            for r in rows
+        ]
+
+    def sample_results(self, evaluation_id: int) -> list[SampleResult]:
+        """Every sample kept for one evaluation."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM sample_results WHERE evaluation_id = ? ORDER BY subset, item_id",
+                (evaluation_id,),
+            ).fetchall()
+        return [
+            SampleResult(
+                subset=r["subset"],
+                item_id=r["item_id"],
+                score=float(r["score"]),
+                response=r["response"],
+                error=r["error"],
+                latency_s=float(r["latency_s"]),
+            )
+            for r in rows
+        ]
+
+    def evaluation_count(self, hotkey: str, revision: str) -> int:
+        """How many evaluations a revision has had (restart tests and operators use this)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM evaluations e JOIN submissions s ON s.id = e.submission_id"
+                " WHERE s.hotkey = ? AND s.revision = ?",
+                (hotkey, revision),
+            ).fetchone()
+        return int(row[0])
+
+
+def _submission(row: sqlite3.Row) -> Submission:
+    return Submission(
+        uid=int(row["uid"]),
+        hotkey=row["hotkey"],
+        repo_id=row["repo_id"],
+        revision=row["revision"],
+        competition=row["competition"],
+        block=int(row["commit_block"]),
+    )
