@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Start the project's own Docker daemon (idempotent), then print DOCKER_HOST=... on the last line.
+#
+# The daemon is separate from any system dockerd: its own socket, data root, exec root, pid file,
+# bridge interface and address pool, so tests and the validator never touch the operator's containers.
+#
+# Environment (all optional):
+#   VV_DOCKER_DIR             state directory (default /var/lib/voice-validator/docker)
+#   VV_DOCKER_EXEC_ROOT       exec root (default $VV_DOCKER_DIR/exec, or /run/vv-docker when that path
+#                             is too long for the unix sockets containerd creates beneath it)
+#   VV_DOCKER_BRIDGE          bridge interface for the default network (default vvdocker0)
+#   VV_DOCKER_BIP             address of that bridge (default 10.212.0.1/24)
+#   VV_DOCKER_POOL            address pool for user-defined networks (default 10.213.0.0/16, /24 each)
+#   VV_DOCKER_STORAGE_DRIVER  force a storage driver (default: dockerd's choice, vfs as a fallback)
+#   VV_DOCKER_GUARD_HOST      1 (default) drops new connections from the pool's containers to the host
+#   VV_DOCKER_START_TIMEOUT   seconds to wait for the daemon to answer (default 60)
+#
+# Must run as root (dockerd needs it).
+set -euo pipefail
+
+VV_DOCKER_DIR="${VV_DOCKER_DIR:-/var/lib/voice-validator/docker}"
+BRIDGE="${VV_DOCKER_BRIDGE:-vvdocker0}"
+BIP="${VV_DOCKER_BIP:-10.212.0.1/24}"
+POOL="${VV_DOCKER_POOL:-10.213.0.0/16}"
+GUARD_HOST="${VV_DOCKER_GUARD_HOST:-1}"
+START_TIMEOUT="${VV_DOCKER_START_TIMEOUT:-60}"
+SOCK="$VV_DOCKER_DIR/docker.sock"
+HOST="unix://$SOCK"
+PIDFILE="$VV_DOCKER_DIR/dockerd.pid"
+LOG="$VV_DOCKER_DIR/dockerd.log"
+
+if [[ -n "${VV_DOCKER_EXEC_ROOT:-}" ]]; then
+    EXEC_ROOT="$VV_DOCKER_EXEC_ROOT"
+elif (( ${#VV_DOCKER_DIR} <= 40 )); then
+    EXEC_ROOT="$VV_DOCKER_DIR/exec"
+else
+    # containerd puts sockets under the exec root and unix socket paths are limited to 108 bytes.
+    EXEC_ROOT="/run/vv-docker"
+fi
+
+log() { echo "dockerd.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+answering() {
+    timeout 10 docker -H "$HOST" version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+done_ok() {
+    echo "DOCKER_HOST=$HOST"
+    exit 0
+}
+
+[[ $EUID -eq 0 ]] || die "must run as root (dockerd needs it)"
+
+install_docker() {
+    log "dockerd not found; installing Debian's docker.io"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io
+}
+
+if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
+    install_docker
+fi
+command -v dockerd >/dev/null 2>&1 || die "dockerd still missing after installing docker.io"
+for tool in ip iptables flock setsid timeout; do
+    command -v "$tool" >/dev/null 2>&1 || die "missing tool: $tool (install iproute2 / iptables / util-linux / coreutils)"
+done
+
+if answering; then
+    done_ok
+fi
+
+mkdir -p "$VV_DOCKER_DIR" "$EXEC_ROOT"
+chmod 0711 "$VV_DOCKER_DIR"
+
+# Several engineers (and test runs) may call this at once: only one of them starts the daemon.
+exec 9>"$VV_DOCKER_DIR/.start.lock"
+flock -w $((START_TIMEOUT + 60)) 9 || die "timed out waiting for another dockerd.sh to finish"
+
+if answering; then
+    done_ok
+fi
+
+# A fresh machine without cgroups mounted cannot run containers; mount the unified hierarchy.
+if [[ -z "$(ls -A /sys/fs/cgroup 2>/dev/null)" ]]; then
+    log "mounting cgroup2 on /sys/fs/cgroup"
+    mount -t cgroup2 none /sys/fs/cgroup || die "could not mount cgroups"
+fi
+
+# Our own bridge: the default docker0 would collide with a system dockerd on the same host.
+if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add name "$BRIDGE" type bridge
+    ip addr add "$BIP" dev "$BRIDGE"
+fi
+ip link set "$BRIDGE" up
+
+daemon_pid() {
+    local pid
+    [[ -s "$PIDFILE" ]] || return 1
+    pid="$(cat "$PIDFILE")"
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == dockerd ]] || return 1
+    echo "$pid"
+}
+
+start_daemon() {
+    local driver_args=()
+    if [[ -n "${1:-}" ]]; then
+        driver_args=(--storage-driver "$1")
+    fi
+    log "starting dockerd (socket $SOCK, log $LOG${1:+, storage driver $1})"
+    rm -f "$SOCK"
+    # setsid: the daemon must outlive this script and the shell that ran it.
+    setsid dockerd \
+        -H "$HOST" \
+        --data-root "$VV_DOCKER_DIR/data" \
+        --exec-root "$EXEC_ROOT" \
+        --pidfile "$PIDFILE" \
+        --bridge "$BRIDGE" \
+        --default-address-pool "base=$POOL,size=24" \
+        "${driver_args[@]}" \
+        </dev/null >>"$LOG" 2>&1 &
+}
+
+wait_answering() {
+    local deadline=$((SECONDS + START_TIMEOUT))
+    while (( SECONDS < deadline )); do
+        if answering; then
+            return 0
+        fi
+        # Stop waiting as soon as the daemon has died instead of sleeping out the whole deadline.
+        if ! daemon_pid >/dev/null && ! pgrep -f -- "--pidfile $PIDFILE" >/dev/null 2>&1; then
+            sleep 1
+            answering && return 0
+            return 1
+        fi
+        sleep 1
+    done
+    return 1
+}
+
+if daemon_pid >/dev/null; then
+    log "dockerd (pid $(daemon_pid)) is running but not answering yet; waiting"
+else
+    start_daemon "${VV_DOCKER_STORAGE_DRIVER:-}"
+fi
+
+if ! wait_answering; then
+    # overlay2 is unavailable on some backing filesystems (e.g. overlayfs itself); vfs always works.
+    if [[ -z "${VV_DOCKER_STORAGE_DRIVER:-}" ]] && ! daemon_pid >/dev/null \
+        && tail -n 50 "$LOG" | grep -qiE 'storage.driver|graphdriver|overlay'; then
+        log "dockerd failed with the default storage driver; retrying with vfs"
+        start_daemon vfs
+        wait_answering || { tail -n 40 "$LOG" >&2; die "dockerd did not answer on $HOST within ${START_TIMEOUT}s"; }
+    else
+        tail -n 40 "$LOG" >&2
+        die "dockerd did not answer on $HOST within ${START_TIMEOUT}s"
+    fi
+fi
+
+# Internal networks give containers no route out, but the bridge gateway is the host itself: without
+# this rule a miner could open connections to any host service listening on 0.0.0.0. Replies to
+# connections the host opened (health checks, inference requests) are still accepted.
+if [[ "$GUARD_HOST" == 1 ]]; then
+    guard=(INPUT -s "$POOL" -m conntrack --ctstate NEW,INVALID -j DROP)
+    if ! iptables -C "${guard[@]}" 2>/dev/null; then
+        iptables -I "${guard[@]}" || log "warning: could not add the host guard rule (iptables)"
+    fi
+fi
+
+done_ok
