@@ -1,0 +1,135 @@
+"""The composition root: turns Settings into a wired service. The only place adapters are chosen."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+
+from evaluation.fetch import HubRepoSource, RepoSource
+from evaluation.pipeline import Pipeline, PipelineConfig
+from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
+from evaluation.voicebench.dataset import Item, load_subset
+from evaluation.voicebench.fixture import build_fixture
+from validator.chain.facade import ChainFacade
+from validator.chain.local import LocalChain
+from validator.service import ServiceConfig, ValidatorService
+from validator.settings import Settings
+from validator.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class App:
+    """Everything a running validator holds."""
+
+    settings: Settings
+    store: Store
+    chain: ChainFacade
+    sandbox: DockerSandbox
+    pipeline: Pipeline
+    service: ValidatorService
+
+
+def sandbox_config(settings: Settings) -> SandboxConfig:
+    """The container limits and build options from settings."""
+    return SandboxConfig(
+        docker_host=settings.docker_host,
+        validator_id=settings.validator_id,
+        memory=settings.sandbox_memory,
+        cpus=settings.sandbox_cpus,
+        pids_limit=settings.sandbox_pids_limit,
+        gpu_device_ids=tuple(settings.gpu_device_ids),
+        build_timeout_s=settings.build_timeout_s,
+        start_timeout_s=settings.start_timeout_s,
+        build_network=settings.build_network,
+        build_args=dict(settings.build_args),
+    )
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    """How the pipeline samples and queries, from settings."""
+    return PipelineConfig(
+        samples_per_subset=settings.samples_per_subset,
+        seed=settings.sample_seed,
+        concurrency=settings.miner_concurrency,
+        miner_timeout_s=settings.miner_timeout_s,
+    )
+
+
+async def load_benchmark(settings: Settings) -> dict[str, Sequence[Item]]:
+    """Load the configured VoiceBench subsets, building the bundled fixture when the folder is empty."""
+    root = settings.voicebench_path
+    missing = [s for s in settings.subsets if not (root / s).is_dir()]
+    if missing:
+        log.info("building the bundled VoiceBench fixture with espeak-ng", dir=str(root), subsets=missing)
+        await asyncio.to_thread(build_fixture, root, missing)
+    benchmark: dict[str, Sequence[Item]] = {}
+    for subset in settings.subsets:
+        benchmark[subset] = await asyncio.to_thread(load_subset, root, subset)
+        log.info("benchmark subset loaded", subset=subset, items=len(benchmark[subset]))
+    return benchmark
+
+
+def make_chain(settings: Settings) -> ChainFacade:
+    """The chain adapter chosen by ``settings.chain``, behind the facade."""
+    adapter = LocalChain(settings.local_chain_file, settings.validator_hotkey)
+    return ChainFacade(adapter, timeout_s=settings.chain_timeout_s)
+
+
+def make_source(settings: Settings) -> RepoSource:
+    """Where miner repos come from."""
+    return HubRepoSource(
+        endpoint=settings.hub_endpoint,
+        token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+        max_repo_bytes=settings.max_repo_bytes,
+        timeout_s=settings.fetch_timeout_s,
+    )
+
+
+@asynccontextmanager
+async def open_app(
+    settings: Settings,
+    *,
+    source: RepoSource | None = None,
+    benchmark: Mapping[str, Sequence[Item]] | None = None,
+) -> AsyncIterator[App]:
+    """Open every resource the validator needs and close them all on exit, whatever happens."""
+    async with AsyncExitStack() as stack:
+        store = await asyncio.to_thread(Store.open, settings.database_path)
+        stack.callback(store.close)
+        chain = make_chain(settings)
+        stack.push_async_callback(chain.close)
+        sandbox = DockerSandbox(sandbox_config(settings))
+        stack.push_async_callback(sandbox.close)
+        removed = await sandbox.cleanup()
+        if removed:
+            log.info("removed containers left by a previous run", count=removed)
+        pipeline = Pipeline(
+            source or make_source(settings),
+            sandbox,
+            benchmark if benchmark is not None else await load_benchmark(settings),
+            pipeline_config(settings),
+            work_dir=settings.repos_dir,
+        )
+        service = ValidatorService(service_config(settings), store, chain, pipeline)
+        yield App(settings, store, chain, sandbox, pipeline, service)
+
+
+def service_config(settings: Settings) -> ServiceConfig:
+    """The daemon's knobs, from settings."""
+    return ServiceConfig(
+        netuid=settings.netuid,
+        competition=settings.competition,
+        version_key=settings.version_key,
+        sync_interval_s=settings.sync_interval_s,
+        weights_interval_s=settings.weights_interval_s,
+        eval_workers=settings.eval_workers,
+        max_attempts=settings.max_attempts,
+        retry_backoff_s=settings.retry_backoff_s,
+    )
+

@@ -1,0 +1,188 @@
+"""The ``voice-validator`` command.
+
+Subcommands take their own options first; every setting (see ``voice-validator settings``) can follow as
+a ``--flag`` or come from its ``VOICE_VALIDATOR_*`` environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+from pydantic import ValidationError
+
+from evaluation.errors import EvaluationError
+from evaluation.fetch import LocalDirSource
+from evaluation.pipeline import Pipeline
+from evaluation.sandbox.docker_sandbox import DockerSandbox
+from evaluation.types import SampleResult, Submission
+from validator.app import load_benchmark, make_source, open_app, pipeline_config, sandbox_config
+from validator.chain.cli import add_chain_commands
+from validator.demo import DemoError, run_demo
+from validator.logging import configure_logging
+from validator.settings import ENV_PREFIX, Settings, load_settings
+from validator.store import Store, StoreError
+from validator.table import render_table
+
+log = structlog.get_logger(__name__)
+
+LOCAL_REVISION = "0" * 40
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (settings flags are parsed separately)."""
+    parser = argparse.ArgumentParser(
+        prog="voice-validator",
+        description="Validator for the voice-model subnet. Settings: `voice-validator settings`.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", help="run the validator daemon (what pm2 runs)")
+
+    demo = sub.add_parser("demo", help="one whole round on a local chain, hub and Docker; prints the result")
+    demo.add_argument("--example-dir", type=Path, help="example miner to use (default: docker/example_miner)")
+    demo.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate one miner repo, no chain needed (for miners)")
+    where = evaluate.add_mutually_exclusive_group(required=True)
+    where.add_argument("--repo-dir", type=Path, help="a local folder holding the repo")
+    where.add_argument("--repo", help="a hub repo id, with --revision")
+    evaluate.add_argument("--revision", help="the exact 40-hex commit to evaluate (with --repo)")
+    evaluate.add_argument("--hotkey", help="check hotkey.txt against this hotkey")
+    evaluate.add_argument("--verbose", action="store_true", help="print every sample's answer")
+
+    sub.add_parser("status", help="show each miner's latest submission, score and the last weights")
+    sub.add_parser("settings", help="list every setting with its flag, environment variable and default")
+    add_chain_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args, rest = build_parser().parse_known_args(argv)
+    if args.command == "chain":
+        if rest:
+            print(f"error: unknown arguments {rest}", file=sys.stderr)
+            return 2
+        return int(args.func(args))
+    if args.command == "settings":
+        print(settings_table())
+        return 0
+    try:
+        settings = load_settings(rest)
+    except ValidationError as exc:
+        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        if args.command == "run":
+            return asyncio.run(run_daemon(settings))
+        if args.command == "demo":
+            return asyncio.run(run_demo(settings, sys.stdout, example_dir=args.example_dir, timeout_s=args.timeout))
+        if args.command == "evaluate":
+            return asyncio.run(evaluate_once(settings, args, sys.stdout))
+        if args.command == "status":
+            return show_status(settings, sys.stdout)
+    except (DemoError, EvaluationError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+async def run_daemon(settings: Settings) -> int:
+    """Run the validator until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with open_app(settings) as app:
+        await app.service.run(stop)
+    return 0
+
+
+class _PrintSink:
+    def __init__(self, out: TextIO, verbose: bool) -> None:
+        self._out = out
+        self._verbose = verbose
+        self.done = 0
+
+    async def sample(self, result: SampleResult) -> None:
+        self.done += 1
+        if self._verbose:
+            answer = result.error or result.response
+            print(f"  {result.subset}/{result.item_id}: score {result.score:.2f}  {answer[:100]!r}",
+                  file=self._out, flush=True)
+
+
+async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """Evaluate one repo exactly as the validator would, and print the scores."""
+    if args.repo and not args.revision:
+        print("error: --repo needs --revision (the exact commit you will put on chain)", file=sys.stderr)
+        return 2
+    source = LocalDirSource(args.repo_dir) if args.repo_dir else make_source(settings)
+    submission = Submission(
+        uid=0,
+        hotkey=args.hotkey or "",
+        repo_id=args.repo or "local/" + args.repo_dir.resolve().name,
+        revision=args.revision or LOCAL_REVISION,
+        competition=settings.competition,
+    )
+    config = dataclasses.replace(pipeline_config(settings), check_hotkey=bool(args.hotkey))
+    sandbox = DockerSandbox(sandbox_config(settings))
+    try:
+        pipeline = Pipeline(source, sandbox, await load_benchmark(settings), config, settings.repos_dir)
+        print(f"evaluating {submission.repo_id}@{submission.short_revision} on {pipeline.sample_count} samples",
+              file=out, flush=True)
+        result = await pipeline.evaluate(submission, _PrintSink(out, args.verbose))
+    finally:
+        await sandbox.close()
+    if result.error:
+        print(f"rejected: {result.error}", file=out)
+        return 1
+    rows = [(s.subset, s.score, s.samples, s.failures) for s in result.subsets]
+    print(render_table(("subset", "score", "samples", "failures"), rows), file=out)
+    print(f"overall score: {result.score:.2f} / 100 in {result.duration_s:.1f}s", file=out)
+    return 0
+
+
+def show_status(settings: Settings, out: TextIO) -> int:
+    """Print the miner table and the last weight set from the database."""
+    if not settings.database_path.exists():
+        print(f"no database at {settings.database_path}: the validator has not run here yet", file=out)
+        return 1
+    store = Store.open(settings.database_path)
+    try:
+        rows = [
+            (r.uid, r.hotkey, f"{r.repo_id}@{r.revision[:8]}", r.status, r.score, (r.error or "")[:60])
+            for r in store.miner_rows()
+        ]
+        print(render_table(("uid", "hotkey", "submission", "status", "score", "note"), rows), file=out)
+        print(f"\nqueued or running: {store.pending_count()}", file=out)
+        last = store.last_weight_set(successful_only=False)
+        if last is None:
+            print("weights: never set", file=out)
+        else:
+            state = "set" if last.success else f"refused ({last.message})"
+            print(f"weights {state} at block {last.block}: "
+                  + ", ".join(f"uid {u}: {w:.4f}" for u, w in sorted(last.weights.items())), file=out)
+    finally:
+        store.close()
+    return 0
+
+
+def settings_table() -> str:
+    """Every setting as a table: flag, environment variable, default, description."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        rows.append((f"--{name.replace('_', '-')}", ENV_PREFIX + name.upper(), default, field.description or ""))
+    return render_table(("flag", "environment variable", "default", "meaning"), rows)

@@ -1,0 +1,168 @@
+"""The quick-start job: a whole validator round on embedded defaults, on this machine.
+
+A local file-backed chain, a local hub on 127.0.0.1, the project's dockerd and the example miner in a few
+variants: miners register and commit, the daemon evaluates each in its container, sets weights on the
+local chain, and a table shows what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+
+from evaluation.localhub import LocalHub, publish
+from validator.app import open_app
+from validator.chain.local import LocalChain
+from validator.chain.port import RawCommitment
+from validator.commitments import format_commitment, submissions_from_chain
+from validator.settings import Settings
+from validator.store import Store
+from validator.table import render_table
+
+log = structlog.get_logger(__name__)
+
+# Substrate's well-known development accounts: public, and recognisable to anyone who used a dev chain.
+VALIDATOR_HOTKEY = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"  # //Alice
+
+
+@dataclass(frozen=True)
+class DemoMiner:
+    """One scripted miner of the demo and what it commits."""
+
+    hotkey: str
+    repo_id: str
+    answer: str
+    repo_hotkey: str | None = None  # hotkey.txt content when it differs from ``hotkey`` (a copied repo)
+    raw_commitment: str | None = None  # commit this string instead of a valid one
+
+
+DEMO_MINERS = (
+    DemoMiner("5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", "bob/voice-a", "A"),  # //Bob
+    DemoMiner("5FLSigC9HGRKVhB9FiEo4Y3koPsNmBmLJbpXg2mp1hXcS59Y", "charlie/voice-b", "B"),  # //Charlie
+    # Dave re-uploads Bob's repo under his own name, hotkey.txt and all: rejected before any build.
+    DemoMiner(
+        "5DAAnrj7VHTznn2AWBemMuyBwZWs6FNFjdyVXUeYum3PTXFy",  # //Dave
+        "dave/voice-copy",
+        "A",
+        repo_hotkey="5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty",
+    ),
+    # Eve commits something that is not a commitment at all: logged and skipped.
+    DemoMiner(
+        "5HGjWAeFDfFCWPsjFQdVV2Msvz2XtMktvgocEZcCj68kUMaw",  # //Eve
+        "eve/voice",
+        "A",
+        raw_commitment="eve/voice@main please evaluate me",
+    ),
+)
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run on this machine; the message says what to do."""
+
+
+def default_example_dir() -> Path:
+    """The example miner shipped in this repository."""
+    return Path(__file__).resolve().parents[1] / "docker" / "example_miner"
+
+
+def prepare_repo(example_dir: Path, out_dir: Path, miner: DemoMiner) -> Path:
+    """Copy the example miner and make it this miner's variant."""
+    shutil.copytree(example_dir, out_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (out_dir / "hotkey.txt").write_text((miner.repo_hotkey or miner.hotkey) + "\n", encoding="utf-8")
+    config_path = out_dir / "model" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(answer=miner.answer, name=f"{miner.repo_id.split('/')[1]}")
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return out_dir
+
+
+def seed_chain(chain: LocalChain, netuid: int, hub_root: Path, work: Path, example_dir: Path,
+               competition: str) -> None:
+    """Register the validator and the demo miners, publish their repos and commit them."""
+    chain.register(netuid, VALIDATOR_HOTKEY)
+    for miner in DEMO_MINERS:
+        chain.register(netuid, miner.hotkey)
+        repo = prepare_repo(example_dir, work / miner.repo_id.replace("/", "__"), miner)
+        revision = publish(hub_root, miner.repo_id, repo)
+        value = miner.raw_commitment or format_commitment(miner.repo_id, revision, competition=competition)
+        chain.commit(netuid, miner.hotkey, value)
+
+
+async def run_demo(settings: Settings, out: TextIO, *, example_dir: Path | None = None,
+                   timeout_s: float = 900.0) -> int:
+    """Run the demo round and print its result table. Returns a process exit code."""
+    example = example_dir or default_example_dir()
+    if not (example / "Dockerfile").is_file():
+        raise DemoError(f"example miner not found at {example}")
+    demo_dir = settings.data_dir / "demo"
+    await asyncio.to_thread(shutil.rmtree, demo_dir, True)
+    hub_root, work = demo_dir / "hub", demo_dir / "work"
+    work.mkdir(parents=True)
+    chain_file = demo_dir / "chain.json"
+
+    async with LocalHub(hub_root) as hub_url:
+        demo_settings = settings.model_copy(update={
+            "hub_endpoint": hub_url,
+            "local_chain_file": chain_file,
+            "validator_hotkey": VALIDATOR_HOTKEY,
+            "db_file": demo_dir / "validator.db",
+        })
+        chain = LocalChain(chain_file, VALIDATOR_HOTKEY)
+        await asyncio.to_thread(seed_chain, chain, settings.netuid, hub_root, work, example,
+                                settings.competition)
+        print(f"local chain: {chain_file}\nlocal hub:   {hub_url}\nminers committed: {len(DEMO_MINERS)}",
+              file=out, flush=True)
+        async with open_app(demo_settings) as app:
+            stop = asyncio.Event()
+            daemon = asyncio.create_task(app.service.run(stop))
+            try:
+                await _wait_until_settled(app.store, daemon, timeout_s)
+            finally:
+                stop.set()
+                await daemon
+            neurons = await chain.neurons(settings.netuid)
+            _, skipped = submissions_from_chain(neurons, await chain.commitments(settings.netuid))
+            print_round(app.store, chain, settings.netuid, skipped, out)
+            weights = app.store.last_weight_set()
+    return 0 if weights is not None else 1
+
+
+async def _wait_until_settled(store: Store, daemon: asyncio.Task[None], timeout_s: float) -> None:
+    """Wait until every submission is evaluated and weights were set after the last evaluation."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if daemon.done():
+            daemon.result()
+            raise DemoError("the validator stopped before the round finished")
+        rows = await asyncio.to_thread(store.miner_rows)
+        pending = await asyncio.to_thread(store.pending_count)
+        weights = await asyncio.to_thread(store.last_weight_set)
+        finished = await asyncio.to_thread(store.last_evaluation_finished_at)
+        if rows and pending == 0 and weights is not None and weights.created_at >= finished:
+            return
+        await asyncio.sleep(1.0)
+    raise DemoError(f"the round did not finish within {timeout_s:.0f}s")
+
+
+def print_round(store: Store, chain: LocalChain, netuid: int, skipped: list[tuple[RawCommitment, str]],
+                out: TextIO) -> None:
+    """Print per-miner outcomes, the commitments skipped, and the weights now on the chain."""
+    on_chain, block = chain.weights(netuid, VALIDATOR_HOTKEY)
+    rows = [
+        (r.uid, r.hotkey[:10] + "...", f"{r.repo_id}@{r.revision[:8]}", r.status, r.score,
+         on_chain.get(r.uid, 0.0), (r.error or "")[:70])
+        for r in store.miner_rows()
+    ]
+    print("\nEvaluation round", file=out)
+    print(render_table(("uid", "hotkey", "submission", "status", "score", "weight", "note"), rows), file=out)
+    for commitment, reason in skipped:
+        print(f"skipped commitment of {commitment.hotkey[:10]}...: {reason}", file=out)
+    print(f"\nweights on chain (block {block}): "
+          + ", ".join(f"uid {uid}: {w:.4f}" for uid, w in sorted(on_chain.items())), file=out, flush=True)

@@ -1,0 +1,219 @@
+"""The daemon: supervised asyncio tasks for chain sync, evaluation and weight setting.
+
+Each task is a loop that a supervisor restarts with backoff when it fails, so one bad iteration (a chain
+hiccup, a full disk) never stops the validator. Only ``stop`` ends the tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from evaluation.errors import InfrastructureError
+from evaluation.pipeline import Pipeline
+from evaluation.types import SampleResult
+from validator.chain.facade import ChainFacade
+from validator.chain.port import WeightSetResult
+from validator.commitments import submissions_from_chain
+from validator.store import QueuedEvaluation, Store
+from validator.weights import WeightsNotReady, weights_from_scores
+
+log = structlog.get_logger(__name__)
+
+MAX_RESTART_BACKOFF_S = 300.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The daemon's timing and policy knobs (taken from Settings by the composition root)."""
+
+    netuid: int
+    competition: str
+    version_key: int
+    sync_interval_s: float
+    weights_interval_s: float
+    eval_workers: int
+    max_attempts: int
+    retry_backoff_s: float
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one read of the chain found."""
+
+    block: int
+    neurons: int
+    queued: int
+    rejected: int
+
+
+class _StoreSink:
+    """Saves each sample as soon as it is judged."""
+
+    def __init__(self, store: Store, evaluation_id: int) -> None:
+        self._store = store
+        self._evaluation_id = evaluation_id
+
+    async def sample(self, result: SampleResult) -> None:
+        await asyncio.to_thread(self._store.save_sample, self._evaluation_id, result)
+
+
+class ValidatorService:
+    """Owns the long-running tasks and the state they share."""
+
+    def __init__(self, config: ServiceConfig, store: Store, chain: ChainFacade, pipeline: Pipeline) -> None:
+        self._config = config
+        self._store = store
+        self._chain = chain
+        self._pipeline = pipeline
+        self._work = asyncio.Event()
+        self._reported_rejections: set[tuple[str, str]] = set()
+        self._last_sync_block = -1
+
+    @property
+    def last_sync_block(self) -> int:
+        """Block of the last successful chain sync (-1 before the first)."""
+        return self._last_sync_block
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every task until ``stop`` is set, then cancel them and return."""
+        requeued = await asyncio.to_thread(self._store.requeue_interrupted)
+        if requeued:
+            log.info("resuming interrupted evaluations", count=requeued)
+        loops: dict[str, Callable[[], Awaitable[None]]] = {"chain-sync": self._sync_loop, "weights": self._weights_loop}
+        for n in range(self._config.eval_workers):
+            loops[f"evaluator-{n}"] = self._worker_loop
+        tasks = [asyncio.create_task(_supervise(name, loop), name=name) for name, loop in loops.items()]
+        log.info("validator started", tasks=sorted(loops), netuid=self._config.netuid)
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("validator stopped")
+
+    # --- chain sync ----------------------------------------------------------------------------
+
+    async def sync_once(self) -> SyncReport:
+        """Read neurons and commitments once and queue every new valid submission."""
+        block = await self._chain.block()
+        neurons = await self._chain.neurons(self._config.netuid)
+        raw = await self._chain.commitments(self._config.netuid)
+        submissions, rejected = submissions_from_chain(
+            neurons, raw, allowed_competitions=frozenset({self._config.competition})
+        )
+        for commitment, reason in rejected:
+            key = (commitment.hotkey, commitment.value)
+            if key not in self._reported_rejections:
+                self._reported_rejections.add(key)
+                log.warning("commitment rejected", hotkey=commitment.hotkey, block=commitment.block,
+                            value=commitment.value[:160], reason=reason)
+        queued = 0
+        for submission in submissions:
+            _, created = await asyncio.to_thread(self._store.record_submission, submission)
+            if created:
+                queued += 1
+                log.info("submission queued", uid=submission.uid, hotkey=submission.hotkey,
+                         repo=submission.repo_id, revision=submission.short_revision, block=submission.block)
+        if queued:
+            self._work.set()
+        self._last_sync_block = block
+        return SyncReport(block=block, neurons=len(neurons), queued=queued, rejected=len(rejected))
+
+    async def _sync_loop(self) -> None:
+        while True:
+            report = await self.sync_once()
+            log.debug("chain synced", block=report.block, neurons=report.neurons, queued=report.queued)
+            await asyncio.sleep(self._config.sync_interval_s)
+
+    # --- evaluation ----------------------------------------------------------------------------
+
+    async def evaluate_next(self) -> bool:
+        """Evaluate the next due submission, if any. Returns whether one was taken."""
+        claim = await asyncio.to_thread(self._store.claim_next)
+        if claim is None:
+            return False
+        sub = claim.submission
+        with structlog.contextvars.bound_contextvars(
+            uid=sub.uid, hotkey=sub.hotkey, repo=sub.repo_id, revision=sub.short_revision
+        ):
+            log.info("evaluation started", attempt=claim.attempt, samples=self._pipeline.sample_count)
+            try:
+                result = await self._pipeline.evaluate(sub, _StoreSink(self._store, claim.evaluation_id))
+            except asyncio.CancelledError:
+                # Shutting down: leave it 'running'; the next start puts it back in the queue.
+                raise
+            except Exception as exc:  # our side failed: retry later instead of scoring the miner
+                await self._retry_later(claim, exc)
+                return True
+            await asyncio.to_thread(self._store.finish_evaluation, claim, result)
+        return True
+
+    async def _retry_later(self, claim: QueuedEvaluation, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, InfrastructureError):
+            log.exception("evaluation crashed", error=error)
+        retry_at = None
+        if claim.attempt < self._config.max_attempts:
+            retry_at = time.time() + self._config.retry_backoff_s * 2 ** (claim.attempt - 1)
+        log.warning("evaluation failed on our side", error=error, attempt=claim.attempt,
+                    retry_in_s=None if retry_at is None else round(retry_at - time.time()))
+        await asyncio.to_thread(self._store.fail_evaluation, claim, error, retry_at)
+
+    async def _worker_loop(self) -> None:
+        while True:
+            if not await self.evaluate_next():
+                self._work.clear()
+                try:
+                    # Woken early by a sync that queued work; the timeout catches retries coming due.
+                    await asyncio.wait_for(self._work.wait(), timeout=self._config.sync_interval_s)
+                except TimeoutError:
+                    pass
+
+    # --- weights -------------------------------------------------------------------------------
+
+    async def set_weights_once(self) -> WeightSetResult | None:
+        """Compute weights from stored scores and set them. None when the inputs are not ready."""
+        neurons = await self._chain.neurons(self._config.netuid)
+        scores = await asyncio.to_thread(self._store.current_scores, neurons)
+        try:
+            weights = weights_from_scores(scores, {n.uid for n in neurons})
+        except WeightsNotReady as exc:
+            log.info("weights not set: chain left untouched", reason=str(exc))
+            return None
+        result = await self._chain.set_weights(self._config.netuid, weights, self._config.version_key)
+        await asyncio.to_thread(
+            self._store.record_weight_set, result.block, weights, result.success, result.message
+        )
+        if result.success:
+            log.info("weights set", block=result.block, weights={u: round(w, 4) for u, w in weights.items()})
+        else:
+            log.warning("weight set refused", message=result.message)
+        return result
+
+    async def _weights_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.weights_interval_s)
+            await self.set_weights_once()
+
+
+async def _supervise(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run ``loop`` forever, restarting it with exponential backoff when it raises."""
+    failures = 0
+    while True:
+        started = time.monotonic()
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A loop that ran a while before failing starts its backoff afresh.
+            failures = 1 if time.monotonic() - started > MAX_RESTART_BACKOFF_S else failures + 1
+            delay = min(MAX_RESTART_BACKOFF_S, 2.0**failures)
+            log.exception("task failed; restarting", task=name, failures=failures, restart_in_s=delay)
+            await asyncio.sleep(delay)
