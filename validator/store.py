@@ -402,6 +402,12 @@ class Store:
             for r in rows
         ]
 
+    def last_evaluation_finished_at(self) -> float:
+        """When the newest evaluation finished (0 when none has)."""
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(finished_at) FROM evaluations").fetchone()
+        return float(row[0] or 0.0)
+
     def evaluation_count(self, hotkey: str, revision: str) -> int:
         """How many evaluations a revision has had (restart tests and operators use this)."""
         with self._lock:
