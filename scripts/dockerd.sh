@@ -12,7 +12,7 @@
 #   VV_DOCKER_BIP             address of that bridge (default 10.212.0.1/24)
 #   VV_DOCKER_POOL            address pool for user-defined networks (default 10.213.0.0/16, /24 each)
 #   VV_DOCKER_STORAGE_DRIVER  force a storage driver (default: dockerd's choice, vfs as a fallback)
-#   VV_DOCKER_GUARD_HOST      1 (default) drops new connections from the pool's containers to the host
+#   VV_DOCKER_GUARD_HOST      1 (default): drop new connections from our containers to the host
 #   VV_DOCKER_START_TIMEOUT   seconds to wait for the daemon to answer (default 60)
 #
 # Must run as root (dockerd needs it).
@@ -45,7 +45,30 @@ answering() {
     timeout 10 docker -H "$HOST" version --format '{{.Server.Version}}' >/dev/null 2>&1
 }
 
+# Internal networks stop traffic that leaves their subnet (dockerd's FORWARD rules), yet containers get
+# a default route via the bridge gateway, which is the host itself: any host service listening on a
+# non-loopback address (0.0.0.0, eth0, a dummy interface) would be reachable from a miner. Drop new
+# connections from our containers to the host; replies to connections the host opened (health checks,
+# inference requests) still pass. Build containers (default bridge) keep DNS to a resolver on the host.
+guard_rule() {
+    local chain_op="$1"; shift
+    iptables -C "$@" 2>/dev/null || iptables "$chain_op" "$@"
+}
+ensure_host_guard() {
+    [[ "$GUARD_HOST" == 1 ]] || return 0
+    for subnet in "$POOL" "$BIP"; do
+        guard_rule -I INPUT -s "$subnet" -m conntrack --ctstate NEW,INVALID -j DROP \
+            || log "warning: could not add the host guard rule for $subnet (iptables)"
+    done
+    for proto in udp tcp; do
+        # Inserted after the drop rules so that it lands above them.
+        guard_rule -I INPUT -s "$BIP" -p "$proto" --dport 53 -j ACCEPT \
+            || log "warning: could not add the DNS exception for $BIP"
+    done
+}
+
 done_ok() {
+    ensure_host_guard
     echo "DOCKER_HOST=$HOST"
     exit 0
 }
@@ -154,16 +177,6 @@ if ! wait_answering; then
     else
         tail -n 40 "$LOG" >&2
         die "dockerd did not answer on $HOST within ${START_TIMEOUT}s"
-    fi
-fi
-
-# Internal networks give containers no route out, but the bridge gateway is the host itself: without
-# this rule a miner could open connections to any host service listening on 0.0.0.0. Replies to
-# connections the host opened (health checks, inference requests) are still accepted.
-if [[ "$GUARD_HOST" == 1 ]]; then
-    guard=(INPUT -s "$POOL" -m conntrack --ctstate NEW,INVALID -j DROP)
-    if ! iptables -C "${guard[@]}" 2>/dev/null; then
-        iptables -I "${guard[@]}" || log "warning: could not add the host guard rule (iptables)"
     fi
 fi
 
