@@ -1,0 +1,49 @@
+"""Settings: flags beat environment beats defaults; bad values are refused with the field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from validator.cli import settings_table
+from validator.settings import Settings, load_settings
+
+
+def test_defaults_are_valid() -> None:
+    settings = load_settings([])
+    assert settings.netuid == 1 and settings.subsets == ["openbookqa"]
+    assert settings.database_path == Path("var/validator.db")
+
+
+def test_env_then_flag_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_VALIDATOR_NETUID", "7")
+    monkeypatch.setenv("VOICE_VALIDATOR_GPU_DEVICE_IDS", '["0", "1"]')
+    assert load_settings([]).netuid == 7
+    settings = load_settings(["--netuid", "9", "--build-args", '{"BASE_IMAGE": "x"}'])
+    assert settings.netuid == 9 and settings.gpu_device_ids == ["0", "1"]
+    assert settings.build_args == {"BASE_IMAGE": "x"}
+
+
+def test_invalid_value_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_VALIDATOR_MINER_CONCURRENCY", "0")
+    with pytest.raises(ValidationError, match="miner_concurrency"):
+        load_settings([])
+
+
+def test_validator_id_cannot_inject_into_names() -> None:
+    with pytest.raises(ValidationError, match="validator_id"):
+        load_settings(["--validator-id", "../Evil name"])
+
+
+def test_empty_endpoint_means_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_VALIDATOR_HUB_ENDPOINT", "")
+    assert load_settings([]).hub_endpoint is None
+
+
+def test_settings_table_lists_every_field() -> None:
+    table = settings_table()
+    for name in Settings.model_fields:
+        assert f"--{name.replace('_', '-')}" in table
+        assert f"VOICE_VALIDATOR_{name.upper()}" in table
