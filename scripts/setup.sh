@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what the validator and its tests need on a Debian machine (idempotent):
+# Debian packages (docker.io, mmdebstrap, espeak-ng, iproute2, iptables) and the project in ./.venv.
+# Package sources come from the machine's own apt and pip configuration.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v dockerd    >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+command -v espeak-ng  >/dev/null 2>&1 || need_apt+=(espeak-ng)
+command -v ip         >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v iptables   >/dev/null 2>&1 || need_apt+=(iptables)
+if (( ${#need_apt[@]} )); then
+    [[ $EUID -eq 0 ]] || { echo "setup.sh: run as root to install: ${need_apt[*]}" >&2; exit 1; }
+    echo "setup.sh: installing ${need_apt[*]}" >&2
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+    "$PYTHON" -m venv .venv
+fi
+# Reinstall only when pyproject.toml changed since the last install.
+stamp=.venv/.installed-pyproject
+if ! cmp -s pyproject.toml "$stamp" 2>/dev/null; then
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+    cp pyproject.toml "$stamp"
+fi

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite on real parts: installs what is missing, starts the project's dockerd, builds
+# the local base image for test miners, then runs pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+export DOCKER_HOST="$(bash scripts/dockerd.sh | tail -n 1 | sed 's/^DOCKER_HOST=//')"
+bash scripts/base_image.sh
+exec .venv/bin/pytest "$@"
