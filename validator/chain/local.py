@@ -427,8 +427,20 @@ class LocalChain:
             commitments=sorted(subnet.commitments.values(), key=lambda c: (c.block, c.hotkey)),
         )
 
-    def weights(self, netuid: int, validator_hotkey: str | None = None) -> WeightSet | None:
-        """The latest weight set of ``validator_hotkey`` (default: this chain's validator), or ``None``."""
+    def weights(
+        self, netuid: int, validator_hotkey: str | None = None
+    ) -> tuple[dict[int, float], int | None]:
+        """The latest weights of ``validator_hotkey`` (default: this chain's validator) and their block.
+
+        Weights sum to 1 (uid -> weight, zero weights omitted); ``({}, None)`` if none were ever set.
+        """
+        latest = self.latest_weight_set(netuid, validator_hotkey)
+        if latest is None:
+            return {}, None
+        return dict(latest.weights), latest.block
+
+    def latest_weight_set(self, netuid: int, validator_hotkey: str | None = None) -> WeightSet | None:
+        """The latest :class:`WeightSet` of ``validator_hotkey`` (default: this chain's validator)."""
         _check_netuid(netuid)
         subnet = self._read().subnets.get(netuid)
         if subnet is None:
