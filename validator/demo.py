@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 
 # Substrate's well-known development accounts: public, and recognisable to anyone who used a dev chain.
 VALIDATOR_HOTKEY = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"  # //Alice
+LOCAL_BASE_IMAGE = "voice-validator/base:bookworm"  # built by scripts/base_image.sh
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,12 @@ async def run_demo(settings: Settings, out: TextIO, *, example_dir: Path | None 
             "local_chain_file": chain_file,
             "validator_hotkey": VALIDATOR_HOTKEY,
             "db_file": demo_dir / "validator.db",
+            # The example miner builds FROM the local base image, which already holds its packages.
+            "build_network": "none",
+            "build_args": {"BASE_IMAGE": LOCAL_BASE_IMAGE, **settings.build_args},
+            "sync_interval_s": min(settings.sync_interval_s, 2.0),
+            "weights_interval_s": min(settings.weights_interval_s, 3.0),
+            "start_timeout_s": min(settings.start_timeout_s, 180.0),
         })
         chain = LocalChain(chain_file, VALIDATOR_HOTKEY)
         await asyncio.to_thread(seed_chain, chain, settings.netuid, hub_root, work, example,
