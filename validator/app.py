@@ -12,6 +12,7 @@ import structlog
 from evaluation.fetch import HubRepoSource, RepoSource
 from evaluation.pipeline import Pipeline, PipelineConfig
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
+from evaluation.sandbox.port import Sandbox
 from evaluation.voicebench.dataset import Item, load_subset
 from evaluation.voicebench.fixture import build_fixture
 from validator.chain.facade import ChainFacade
@@ -30,7 +31,7 @@ class App:
     settings: Settings
     store: Store
     chain: ChainFacade
-    sandbox: DockerSandbox
+    sandbox: Sandbox
     pipeline: Pipeline
     service: ValidatorService
 
@@ -96,6 +97,7 @@ async def open_app(
     settings: Settings,
     *,
     source: RepoSource | None = None,
+    sandbox: Sandbox | None = None,
     benchmark: Mapping[str, Sequence[Item]] | None = None,
 ) -> AsyncIterator[App]:
     """Open every resource the validator needs and close them all on exit, whatever happens."""
@@ -104,7 +106,7 @@ async def open_app(
         stack.callback(store.close)
         chain = make_chain(settings)
         stack.push_async_callback(chain.close)
-        sandbox = DockerSandbox(sandbox_config(settings))
+        sandbox = sandbox or DockerSandbox(sandbox_config(settings))
         stack.push_async_callback(sandbox.close)
         removed = await sandbox.cleanup()
         if removed:

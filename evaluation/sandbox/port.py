@@ -35,3 +35,7 @@ class Sandbox(Protocol):
     async def cleanup(self) -> int:
         """Remove every container and network this validator labelled (after a crash). Returns the count."""
         ...
+
+    async def close(self) -> None:
+        """Release the runtime client. Containers are stopped by ``stop``, not here."""
+        ...
