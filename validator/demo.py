@@ -73,13 +73,13 @@ def default_example_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "docker" / "example_miner"
 
 
-def prepare_repo(example_dir: Path, out_dir: Path, miner: DemoMiner) -> Path:
-    """Copy the example miner and make it this miner's variant."""
+def prepare_repo(example_dir: Path, out_dir: Path, hotkey_txt: str, model_config: dict[str, object]) -> Path:
+    """Copy the example miner to ``out_dir`` with its own hotkey.txt and model settings merged in."""
     shutil.copytree(example_dir, out_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (out_dir / "hotkey.txt").write_text((miner.repo_hotkey or miner.hotkey) + "\n", encoding="utf-8")
+    (out_dir / "hotkey.txt").write_text(hotkey_txt + "\n", encoding="utf-8")
     config_path = out_dir / "model" / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    config.update(answer=miner.answer, name=f"{miner.repo_id.split('/')[1]}")
+    config.update(model_config)
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return out_dir
 
@@ -90,7 +90,12 @@ def seed_chain(chain: LocalChain, netuid: int, hub_root: Path, work: Path, examp
     chain.register(netuid, VALIDATOR_HOTKEY)
     for miner in DEMO_MINERS:
         chain.register(netuid, miner.hotkey)
-        repo = prepare_repo(example_dir, work / miner.repo_id.replace("/", "__"), miner)
+        repo = prepare_repo(
+            example_dir,
+            work / miner.repo_id.replace("/", "__"),
+            miner.repo_hotkey or miner.hotkey,
+            {"answer": miner.answer, "name": miner.repo_id.split("/")[1]},
+        )
         revision = publish(hub_root, miner.repo_id, repo)
         value = miner.raw_commitment or format_commitment(miner.repo_id, revision, competition=competition)
         chain.commit(netuid, miner.hotkey, value)
