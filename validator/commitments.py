@@ -125,6 +125,18 @@ def _check_repo_part(part: str, what: str, reason: Reason) -> None:
         raise CommitmentError(reason, f"{what} {_shown(part)} must not end with '.git'")
 
 
+def _check_repo_parts(namespace: str, name: str, max_repo_id_length: int) -> str:
+    _check_repo_part(namespace, "namespace", Reason.BAD_NAMESPACE)
+    _check_repo_part(name, "name", Reason.BAD_NAME)
+    repo_id = f"{namespace}/{name}"
+    if len(repo_id) > max_repo_id_length:
+        raise CommitmentError(
+            Reason.REPO_ID_TOO_LONG,
+            f"repo id {_shown(repo_id)} has {len(repo_id)} characters, the limit is {max_repo_id_length}",
+        )
+    return repo_id
+
+
 def validate_repo_id(repo_id: str, *, max_repo_id_length: int = DEFAULT_MAX_REPO_ID_LENGTH) -> None:
     """Check ``namespace/name`` against HuggingFace's rules and the subnet's length limit.
 
@@ -133,13 +145,7 @@ def validate_repo_id(repo_id: str, *, max_repo_id_length: int = DEFAULT_MAX_REPO
     namespace, sep, name = repo_id.partition("/")
     if not sep:
         raise CommitmentError(Reason.BAD_NAMESPACE, f"repo id {_shown(repo_id)} is not 'namespace/name'")
-    _check_repo_part(namespace, "namespace", Reason.BAD_NAMESPACE)
-    _check_repo_part(name, "name", Reason.BAD_NAME)
-    if len(repo_id) > max_repo_id_length:
-        raise CommitmentError(
-            Reason.REPO_ID_TOO_LONG,
-            f"repo id {_shown(repo_id)} has {len(repo_id)} characters, the limit is {max_repo_id_length}",
-        )
+    _check_repo_parts(namespace, name, max_repo_id_length)
 
 
 def _check_revision(revision: str) -> None:
@@ -228,8 +234,7 @@ def parse_commitment(
             " (namespace:name:epoch:hf_commit:hash:competition_id)",
         )
     namespace, name, epoch_text, revision, content_hash, competition = fields
-    repo_id = f"{namespace}/{name}"
-    validate_repo_id(repo_id, max_repo_id_length=max_repo_id_length)
+    repo_id = _check_repo_parts(namespace, name, max_repo_id_length)
     epoch = _check_epoch(epoch_text)
     _check_revision(revision)
     _check_hash(content_hash)
