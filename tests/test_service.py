@@ -1,0 +1,146 @@
+"""The daemon end to end on real parts except the container runtime: a local chain file, a real hub
+server on 127.0.0.1 with real huggingface_hub downloads, a real SQLite file, the espeak-ng VoiceBench
+fixture, and the in-process sandbox (the Docker version of this test is tests/test_e2e_docker.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from evaluation.voicebench.dataset import load_subset
+from tests.fakes import InProcessSandbox
+from tests.sandbox_contract import check_build_failure, check_serves_then_stops
+from tests.scenario import NETUID, world
+from validator.app import open_app
+from validator.service import _supervise
+
+ALICE_A, BOB_B, CAROL_COPY, DAN_BAD = "5Alice-miner", "5Bob-miner", "5Carol-miner", "5Dan-miner"
+
+
+@pytest.fixture(scope="module")
+def benchmark(voicebench_dir: Path) -> dict[str, list]:
+    return {"openbookqa": load_subset(voicebench_dir, "openbookqa")}
+
+
+async def test_fake_sandbox_meets_the_sandbox_contract(tmp_path: Path, voicebench_dir: Path) -> None:
+    async with world(tmp_path, voicebench_dir) as w:
+        from evaluation.types import Submission
+        from validator.demo import default_example_dir, prepare_repo
+
+        good = prepare_repo(default_example_dir(), tmp_path / "good", "hk", {"answer": "C"})
+        bad = prepare_repo(default_example_dir(), tmp_path / "bad", "hk", {"broken": "build"})
+        sandbox = InProcessSandbox()
+        sub = Submission(uid=1, hotkey="hk", repo_id="ns/x", revision="f" * 40)
+        await check_serves_then_stops(sandbox, sub, good, "C")
+        await check_build_failure(sandbox, sub, bad)
+        assert w.hub_url.startswith("http://127.0.0.1:")
+
+
+async def test_round_restart_and_new_revision(tmp_path: Path, voicebench_dir: Path, benchmark: dict) -> None:
+    async with world(tmp_path, voicebench_dir) as w:
+        rev_a = w.miner(ALICE_A, "alice/voice", "A")
+        w.miner(BOB_B, "bob/voice", "B")
+        w.miner(CAROL_COPY, "carol/voice", "A", repo_hotkey=ALICE_A)  # a copy of Alice's repo
+        w.register(DAN_BAD)
+        w.chain.commit(NETUID, DAN_BAD, "not a commitment: " + "x" * 40)
+
+        sandbox = InProcessSandbox()
+        async with open_app(w.settings, sandbox=sandbox, benchmark=benchmark) as app:
+            report = await app.service.sync_once()
+            assert (report.queued, report.rejected) == (3, 1)  # Dan's string is skipped, not fatal
+            while await app.service.evaluate_next():
+                pass
+            result = await app.service.set_weights_once()
+            assert result is not None and result.success
+
+            scores = app.store.current_scores(await w.chain.neurons(NETUID))
+            rows = {r.hotkey: r for r in app.store.miner_rows()}
+        weights = w.weights()
+        uid = w.uids
+        # The fixture's answer key has more A's than B's: a constant-A model must outscore constant-B.
+        assert scores[uid[ALICE_A]] > scores[uid[BOB_B]] > 0
+        assert weights[uid[ALICE_A]] > weights[uid[BOB_B]] > 0
+        assert rows[CAROL_COPY].status == "rejected" and "hotkey" in (rows[CAROL_COPY].error or "")
+        assert uid[CAROL_COPY] not in weights and uid[DAN_BAD] not in weights
+        assert {s.hotkey for s in sandbox.started} == {ALICE_A, BOB_B}  # the copy never got built
+
+        # A restart evaluates nothing again.
+        async with open_app(w.settings, sandbox=sandbox, benchmark=benchmark) as app:
+            assert (await app.service.sync_once()).queued == 0
+            assert not await app.service.evaluate_next()
+            assert app.store.evaluation_count(ALICE_A, rev_a) == 1
+
+            # A new revision from Alice (now answering B) is evaluated, and her weight follows it.
+            rev_a2 = w.miner(ALICE_A, "alice/voice", "B")
+            assert (await app.service.sync_once()).queued == 1
+            assert await app.service.evaluate_next()
+            assert app.store.evaluation_count(ALICE_A, rev_a2) == 1
+            assert await app.service.set_weights_once() is not None
+        assert w.weights()[uid[ALICE_A]] == pytest.approx(w.weights()[uid[BOB_B]])
+
+
+async def test_daemon_loop_settles_and_survives_a_broken_miner(
+    tmp_path: Path, voicebench_dir: Path, benchmark: dict
+) -> None:
+    async with world(tmp_path, voicebench_dir) as w:
+        w.miner(ALICE_A, "alice/voice", "A")
+        w.miner(BOB_B, "bob/voice", "B", broken="start")
+        async with open_app(w.settings, sandbox=InProcessSandbox(), benchmark=benchmark) as app:
+            stop = asyncio.Event()
+            daemon = asyncio.create_task(app.service.run(stop))
+            try:
+                async with asyncio.timeout(60):
+                    while not w.weights() or app.store.pending_count():
+                        await asyncio.sleep(0.2)
+            finally:
+                stop.set()
+                await daemon
+            rows = {r.hotkey: r for r in app.store.miner_rows()}
+        assert rows[BOB_B].status == "rejected" and "StartFailed" in (rows[BOB_B].error or "")
+        assert w.weights() == {w.uids[ALICE_A]: pytest.approx(1.0)}
+
+
+async def test_interrupted_evaluation_resumes_after_restart(
+    tmp_path: Path, voicebench_dir: Path, benchmark: dict
+) -> None:
+    async with world(tmp_path, voicebench_dir) as w:
+        revision = w.miner(ALICE_A, "alice/voice", "A")
+        async with open_app(w.settings, sandbox=InProcessSandbox(), benchmark=benchmark) as app:
+            await app.service.sync_once()
+            claim = app.store.claim_next()  # a worker took it, then the process died
+            assert claim is not None
+        async with open_app(w.settings, sandbox=InProcessSandbox(), benchmark=benchmark) as app:
+            stop = asyncio.Event()
+            daemon = asyncio.create_task(app.service.run(stop))
+            try:
+                async with asyncio.timeout(30):
+                    while app.store.pending_count():
+                        await asyncio.sleep(0.1)
+            finally:
+                stop.set()
+                await daemon
+            assert app.store.miner_rows()[0].status == "evaluated"
+            assert app.store.evaluation_count(ALICE_A, revision) == 2  # the interrupted one, then the real one
+
+
+async def test_supervisor_restarts_a_failing_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("validator.service.MAX_RESTART_BACKOFF_S", 0.01)
+    calls = 0
+    finished = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise RuntimeError("chain hiccup")
+        finished.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(_supervise("flaky", flaky))
+    await asyncio.wait_for(finished.wait(), timeout=10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls == 3
