@@ -39,7 +39,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -336,10 +336,11 @@ class LocalHub:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> Self:
+    async def __aenter__(self) -> str:
+        """Start on a free loopback port (unless already started) and return the endpoint URL."""
         if self._runner is None:
-            await self.start()
-        return self
+            return await self.start()
+        return self.endpoint
 
     async def __aexit__(
         self,
