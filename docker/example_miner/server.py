@@ -18,9 +18,8 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel
-
 from inference import BaselineModel, InvalidAudio, decode_audio, encode_audio, load_model
+from pydantic import BaseModel
 
 logger = logging.getLogger("miner")
 

@@ -1,0 +1,509 @@
+"""The Docker implementation of the sandbox port; the only module that imports ``docker``.
+
+Isolation of one miner run:
+
+* The image is built from the miner's repo (labelled, intermediate containers always removed, build
+  network chosen by the operator, total build deadline).
+* The container joins one fresh *internal* bridge network made for this run only: no published ports,
+  nothing else on that network. Docker's FORWARD rules drop every packet that would leave the network's
+  subnet, so the miner has no route to the outside world or to other miners.
+* Root filesystem read-only, a size-limited ``/tmp`` tmpfs, a forced non-root uid, every capability
+  dropped (so the miner cannot change its routes or open raw sockets), ``no-new-privileges``, memory,
+  CPU and pid limits, bounded logs.
+
+How the validator reaches the container: checked on this project's dockerd (20.10), the host can open
+connections to a container's address on an internal network through the bridge gateway, so the
+validator talks to ``http://{container_ip}:{port}`` directly and no port is ever published. The flip
+side, seen on the same daemon: a container on an internal network still gets a default route via that
+gateway, which is the host itself, so it can open connections to *host* services listening on any
+non-loopback address. Docker has no per-network switch for that, hence ``scripts/dockerd.sh`` adds a host
+firewall rule dropping new connections from the project's container address pool to the host (replies
+to connections the host opened still pass). Operators who bring their own dockerd need the same rule;
+``tests/test_sandbox_docker.py`` proves it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import docker.errors
+import docker.types
+import requests
+import urllib3.exceptions
+
+import docker
+from evaluation.errors import BuildFailed, InfrastructureError, StartFailed
+from evaluation.health import Health, parse_health
+from evaluation.sandbox.port import RunningModel
+from evaluation.types import Submission
+
+LABEL_MANAGED = "voice-validator.managed"
+LABEL_ID = "voice-validator.id"
+LABEL_UID = "voice-validator.uid"
+LABEL_REVISION = "voice-validator.revision"
+LABEL_NETWORK = "voice-validator.network"
+IMAGE_REPOSITORY = "voice-validator-miner"
+
+# Ordinary API calls (create, inspect, remove) answer in well under a second; this bounds a hung daemon.
+_API_TIMEOUT_S = 60.0
+_HEALTH_REQUEST_TIMEOUT_S = 3.0
+_HEALTH_MAX_BYTES = 64 * 1024
+_LOG_TAIL_LINES = 20
+_LOG_TAIL_CHARS = 4000
+_VALIDATOR_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_UNSAFE_NAME_CHARS_RE = re.compile(r"[^A-Za-z0-9_.-]")
+# Errors the docker SDK lets through from its HTTP layer when the daemon is unreachable or hangs.
+_TRANSPORT_ERRORS = (
+    docker.errors.DockerException,
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How miner containers are built and run.
+
+    ``validator_id`` goes into every name and label, so two validators sharing one dockerd never touch
+    each other's objects. ``docker_host`` ``None`` means the Docker SDK's default socket.
+    """
+
+    docker_host: str | None = None
+    validator_id: str = "default"
+    memory: str = "8g"
+    cpus: float = 2.0
+    pids_limit: int = 512
+    gpu_device_ids: tuple[str, ...] = ()
+    build_timeout_s: float = 1800
+    start_timeout_s: float = 600
+    build_network: str = "default"
+    build_args: dict[str, str] = field(default_factory=dict)
+    port: int = 8000
+    user: str = "65534:65534"
+    tmpfs_size: str = "1g"
+
+    def __post_init__(self) -> None:
+        if not _VALIDATOR_ID_RE.match(self.validator_id):
+            raise ValueError(
+                f"validator_id {self.validator_id!r} must match {_VALIDATOR_ID_RE.pattern} "
+                "(it becomes part of docker object names)"
+            )
+        if self.cpus <= 0 or self.pids_limit <= 0 or not 0 < self.port < 65536:
+            raise ValueError("cpus and pids_limit must be positive and port a valid TCP port")
+        if self.build_timeout_s <= 0 or self.start_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+
+
+def safe_revision(revision: str) -> str:
+    """The first 12 characters of ``revision``, reduced to characters docker names and tags accept."""
+    return _UNSAFE_NAME_CHARS_RE.sub("-", revision[:12]).lstrip(".-") or "norev"
+
+
+def image_tag(validator_id: str, uid: int, revision: str) -> str:
+    """The tag a miner's image is built under: one per validator, uid and revision."""
+    return f"{IMAGE_REPOSITORY}:{validator_id}-uid{uid}-{safe_revision(revision)}"
+
+
+def run_name(validator_id: str, uid: int, revision: str, token: str) -> str:
+    """Name of one run's container; its network is this name plus ``-net``. ``token`` makes it unique."""
+    return f"vv-{validator_id}-uid{uid}-{safe_revision(revision)}-{token}"
+
+
+def object_labels(validator_id: str, uid: int, revision: str) -> dict[str, str]:
+    """Labels put on every image, container and network made for one submission."""
+    return {
+        LABEL_MANAGED: "true",
+        LABEL_ID: validator_id,
+        LABEL_UID: str(uid),
+        LABEL_REVISION: revision,
+    }
+
+
+def ownership_filter(validator_id: str) -> dict[str, list[str]]:
+    """Docker list filter selecting exactly the objects one validator created."""
+    return {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_ID}={validator_id}"]}
+
+
+def _tail(text: str, lines: int = _LOG_TAIL_LINES, chars: int = _LOG_TAIL_CHARS) -> str:
+    """The last ``lines`` lines of ``text``, at most ``chars`` characters, for error messages."""
+    kept = "\n".join(line.rstrip() for line in text.strip().splitlines()[-lines:])
+    return kept[-chars:]
+
+
+class _BuildAborted(Exception):
+    """Raised inside the build thread when the deadline passed or the caller gave up."""
+
+
+class DockerSandbox:
+    """Builds miner repos and runs them in isolated containers on one Docker daemon."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self._config = config
+        self._client: docker.DockerClient | None = None
+        self._client_lock = asyncio.Lock()
+        # container id -> network id, so stop() finds the network even if the container is already gone.
+        self._networks: dict[str, str] = {}
+
+    @property
+    def config(self) -> SandboxConfig:
+        """The configuration this sandbox was made with."""
+        return self._config
+
+    # ----------------------------------------------------------------------------------------- plumbing
+
+    async def _docker(self) -> docker.DockerClient:
+        """The client, connected on first use (the SDK's constructor already talks to the daemon)."""
+        async with self._client_lock:
+            if self._client is None:
+                host = self._config.docker_host
+                self._client = await self._blocking(
+                    lambda: docker.DockerClient(base_url=host, timeout=int(_API_TIMEOUT_S)),
+                    what=f"connect to the docker daemon at {host or 'the default socket'}",
+                )
+            return self._client
+
+    async def _blocking(
+        self, fn: Any, *args: Any, what: str, limit_s: float = _API_TIMEOUT_S, **kw: Any
+    ) -> Any:
+        """Run a blocking docker call in a thread under a deadline; daemon trouble -> InfrastructureError.
+
+        ``NotFound`` passes through untouched: callers decide whether a missing object is an error.
+        """
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kw), limit_s)
+        except docker.errors.NotFound:
+            raise
+        except TimeoutError as exc:
+            raise InfrastructureError(f"docker: {what} timed out after {limit_s:.0f}s") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise InfrastructureError(f"docker: {what} failed: {exc}") from exc
+
+    # ----------------------------------------------------------------------------------------- build
+
+    async def _build(self, client: docker.DockerClient, submission: Submission, repo_dir: Path) -> str:
+        """Build ``repo_dir`` and return the image id; BuildFailed carries the end of the build log."""
+        if not (repo_dir / "Dockerfile").is_file():
+            raise BuildFailed(f"{submission.repo_id}@{submission.short_revision}: no Dockerfile in the repo")
+        config = self._config
+        log: deque[str] = deque(maxlen=200)
+        abort = threading.Event()
+        deadline = time.monotonic() + config.build_timeout_s
+        kwargs = {
+            "path": str(repo_dir),
+            "tag": image_tag(config.validator_id, submission.uid, submission.revision),
+            "labels": object_labels(config.validator_id, submission.uid, submission.revision),
+            "rm": True,
+            "forcerm": True,
+            "pull": False,
+            "buildargs": dict(config.build_args),
+            "network_mode": config.build_network,
+            # The SDK applies this as the socket read timeout: it ends a build that goes silent.
+            "timeout": int(config.build_timeout_s) + 1,
+            "decode": True,
+        }
+
+        def run() -> str | None:
+            stream = client.api.build(**kwargs)
+            image_id: str | None = None
+            try:
+                for chunk in stream:
+                    if "stream" in chunk:
+                        log.extend(str(chunk["stream"]).splitlines())
+                        match = re.search(r"Successfully built ([0-9a-f]{12,64})", str(chunk["stream"]))
+                        if match:
+                            image_id = match.group(1)
+                    if "error" in chunk:
+                        log.append(str(chunk["error"]))
+                        raise BuildFailed(str(chunk["error"]))
+                    aux = chunk.get("aux")
+                    if isinstance(aux, dict) and aux.get("ID"):
+                        image_id = str(aux["ID"])
+                    if abort.is_set() or time.monotonic() > deadline:
+                        raise _BuildAborted
+            finally:
+                # Closing the stream drops the connection, which makes the daemon cancel the build.
+                stream.close()
+            return image_id
+
+        where = f"{submission.repo_id}@{submission.short_revision}"
+        try:
+            image_id = await asyncio.wait_for(asyncio.to_thread(run), config.build_timeout_s + 30)
+        except (TimeoutError, _BuildAborted, urllib3.exceptions.ReadTimeoutError) as exc:
+            # The SDK streams the build from the raw socket, so a build that stayed silent past the
+            # socket timeout surfaces as urllib3's ReadTimeoutError.
+            abort.set()
+            raise BuildFailed(
+                f"build of {where} exceeded {config.build_timeout_s:.0f}s:\n{_tail(chr(10).join(log))}"
+            ) from exc
+        except BuildFailed as exc:
+            raise BuildFailed(f"build of {where} failed: {exc}\n{_tail(chr(10).join(log))}") from exc
+        except docker.errors.APIError as exc:
+            if exc.is_client_error():  # e.g. a Dockerfile the daemon cannot parse
+                raise BuildFailed(f"build of {where} rejected: {exc.explanation or exc}") from exc
+            raise InfrastructureError(f"docker: build of {where} failed: {exc}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise InfrastructureError(f"docker: build of {where} failed: {exc}") from exc
+        if not image_id:
+            raise BuildFailed(f"build of {where} produced no image:\n{_tail(chr(10).join(log))}")
+        # The legacy builder reports a short id; the full one is what other tools and logs show.
+        try:
+            inspected = await self._blocking(
+                client.api.inspect_image, image_id, what="inspect the built image"
+            )
+        except docker.errors.NotFound as exc:
+            raise InfrastructureError(f"docker: the image built for {where} vanished") from exc
+        return str(inspected["Id"])
+
+    # ----------------------------------------------------------------------------------------- run
+
+    def _container_kwargs(self, image_id: str, name: str, network: str, labels: dict[str, str]) -> dict:
+        """Arguments of ``containers.create`` for one isolated miner container."""
+        config = self._config
+        kwargs: dict[str, Any] = {
+            "image": image_id,
+            "name": name,
+            "detach": True,
+            "labels": {**labels, LABEL_NETWORK: network},
+            "network": network,
+            "read_only": True,
+            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={config.tmpfs_size},mode=1777"},
+            "user": config.user,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "mem_limit": config.memory,
+            # No swap beyond the memory limit: a miner must not push the host into swapping.
+            "memswap_limit": config.memory,
+            "nano_cpus": int(config.cpus * 1e9),
+            "pids_limit": config.pids_limit,
+            "environment": {"HOME": "/tmp", "PORT": str(config.port)},
+            # A chatty miner must not fill the validator's disk with logs.
+            "log_config": docker.types.LogConfig(
+                type=docker.types.LogConfig.types.JSON, config={"max-size": "10m", "max-file": "2"}
+            ),
+        }
+        if config.gpu_device_ids:
+            kwargs["device_requests"] = [
+                docker.types.DeviceRequest(device_ids=list(config.gpu_device_ids), capabilities=[["gpu"]])
+            ]
+        return kwargs
+
+    async def _logs_tail(self, container: Any) -> str:
+        """The end of a container's output, or a note when it cannot be read."""
+        try:
+            raw = await self._blocking(
+                container.logs, stdout=True, stderr=True, tail=_LOG_TAIL_LINES, what="read container logs"
+            )
+        except (InfrastructureError, docker.errors.NotFound) as exc:
+            return f"(logs unavailable: {exc})"
+        return _tail(raw.decode("utf-8", errors="replace"))
+
+    async def _fetch_health(self, session: aiohttp.ClientSession, url: str) -> Health | str:
+        """One health probe: the parsed payload, or a short reason why there is none yet."""
+        try:
+            async with session.get(url, allow_redirects=False) as response:
+                body = await response.content.read(_HEALTH_MAX_BYTES)
+                if response.status != 200:
+                    return f"HTTP {response.status}"
+                try:
+                    return parse_health(json.loads(body))
+                except ValueError:
+                    return "health answer is not JSON"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    async def _wait_ready(self, container: Any, base_url: str, where: str) -> None:
+        """Poll health until the model is loaded; StartFailed if the container exits or time runs out."""
+        config = self._config
+        deadline = time.monotonic() + config.start_timeout_s
+        url = f"{base_url}/api/v1/health"
+        last: Health | str = "no answer yet"
+        delay = 0.2
+        timeout = aiohttp.ClientTimeout(total=_HEALTH_REQUEST_TIMEOUT_S)
+        # trust_env=False: a proxy from the environment must never sit between us and a miner.
+        async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
+            while True:
+                await self._blocking(container.reload, what="inspect the miner container")
+                state = container.attrs.get("State", {})
+                if state.get("Status") in ("exited", "dead"):
+                    raise StartFailed(
+                        f"{where}: container exited with code {state.get('ExitCode')} before it was ready"
+                        f"{' (killed: out of memory)' if state.get('OOMKilled') else ''}:\n"
+                        f"{await self._logs_tail(container)}"
+                    )
+                last = await self._fetch_health(session, url)
+                if isinstance(last, Health) and last.ready:
+                    return
+                if time.monotonic() + delay > deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 2.0)
+        described = (
+            f"status={last.status} model_loaded={last.model_loaded} error={last.error}"
+            if isinstance(last, Health)
+            else last
+        )
+        raise StartFailed(
+            f"{where}: not ready after {config.start_timeout_s:.0f}s (last health: {described}):\n"
+            f"{await self._logs_tail(container)}"
+        )
+
+    async def _start_container(self, container: Any, where: str) -> None:
+        """Start a created container; a start the image itself makes impossible is the miner's fault."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(container.start), _API_TIMEOUT_S)
+        except docker.errors.APIError as exc:
+            text = str(exc)
+            if exc.is_client_error() or "OCI runtime" in text or "executable file not found" in text:
+                raise StartFailed(f"{where}: container could not start: {exc.explanation or text}") from exc
+            raise InfrastructureError(f"docker: starting the container of {where} failed: {exc}") from exc
+        except TimeoutError as exc:
+            raise InfrastructureError(f"docker: starting the container of {where} timed out") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise InfrastructureError(f"docker: starting the container of {where} failed: {exc}") from exc
+
+    async def start(self, submission: Submission, repo_dir: Path) -> RunningModel:
+        """Build ``repo_dir`` and run it isolated until ``/api/v1/health`` reports the model loaded.
+
+        Raises ``BuildFailed`` / ``StartFailed`` for the miner's faults and ``InfrastructureError`` when the
+        daemon fails. Whatever was created is removed again on any failure or cancellation.
+        """
+        config = self._config
+        client = await self._docker()
+        where = f"uid {submission.uid} ({submission.repo_id}@{submission.short_revision})"
+        image_id = await self._build(client, submission, Path(repo_dir))
+
+        labels = object_labels(config.validator_id, submission.uid, submission.revision)
+        name = run_name(config.validator_id, submission.uid, submission.revision, secrets.token_hex(4))
+        network_name = f"{name}-net"
+        network_id: str | None = None
+        container: Any = None
+        try:
+            network = await self._blocking(
+                client.networks.create,
+                network_name,
+                driver="bridge",
+                internal=True,
+                labels=labels,
+                check_duplicate=True,
+                what="create the run's network",
+            )
+            network_id = network.id
+            try:
+                container = await self._blocking(
+                    client.containers.create,
+                    **self._container_kwargs(image_id, name, network_name, labels),
+                    what="create the miner container",
+                )
+            except docker.errors.NotFound as exc:
+                raise InfrastructureError(f"docker: image or network vanished during start: {exc}") from exc
+            self._networks[container.id] = network_id
+            await self._start_container(container, where)
+            await self._blocking(container.reload, what="inspect the miner container")
+            address = (
+                container.attrs.get("NetworkSettings", {})
+                .get("Networks", {})
+                .get(network_name, {})
+                .get("IPAddress")
+            )
+            if not address:
+                raise InfrastructureError(
+                    f"docker: the container of {where} got no address on {network_name}"
+                )
+            base_url = f"http://{address}:{config.port}"
+            await self._wait_ready(container, base_url, where)
+            return RunningModel(base_url=base_url, container_id=container.id, image_id=image_id)
+        except BaseException:
+            # Shielded: a second cancellation must not leave a half-started miner behind.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self._remove(container.id if container else None, network_id))
+            raise
+
+    # ----------------------------------------------------------------------------------------- removal
+
+    async def _remove(self, container_id: str | None, network_id: str | None) -> int:
+        """Remove a container (forced) and a network; gone objects are fine. Returns how many went."""
+        client = await self._docker()
+        removed = 0
+        if container_id:
+            self._networks.pop(container_id, None)
+            with contextlib.suppress(docker.errors.NotFound):
+                container = await self._blocking(
+                    client.containers.get, container_id, what="find the container"
+                )
+                await self._blocking(container.remove, force=True, v=True, what="remove the container")
+                removed += 1
+        if network_id:
+            with contextlib.suppress(docker.errors.NotFound):
+                network = await self._blocking(client.networks.get, network_id, what="find the network")
+                await self._blocking(network.remove, what="remove the network")
+                removed += 1
+        return removed
+
+    async def stop(self, model: RunningModel) -> None:
+        """Remove the model's container and its network. Idempotent; never raises for gone objects."""
+        network_id = self._networks.get(model.container_id)
+        if network_id is None:
+            client = await self._docker()
+            with contextlib.suppress(docker.errors.NotFound):
+                container = await self._blocking(
+                    client.containers.get, model.container_id, what="find the container"
+                )
+                network_id = container.labels.get(LABEL_NETWORK)
+        await self._remove(model.container_id, network_id)
+
+    async def cleanup(self) -> int:
+        """Remove every container and network labelled with this validator's id. Returns the count."""
+        client = await self._docker()
+        filters = ownership_filter(self._config.validator_id)
+        removed = 0
+        containers = await self._blocking(
+            client.containers.list, all=True, filters=filters, what="list containers"
+        )
+        for container in containers:
+            removed += await self._remove(container.id, None)
+        networks = await self._blocking(client.networks.list, filters=filters, what="list networks")
+        for network in networks:
+            removed += await self._remove(None, network.id)
+        return removed
+
+    async def prune_images(self) -> int:
+        """Remove this validator's miner images that no container uses. Returns the count."""
+        client = await self._docker()
+        images = await self._blocking(
+            client.images.list,
+            all=True,
+            filters=ownership_filter(self._config.validator_id),
+            what="list images",
+        )
+        removed = 0
+        for image in images:
+            try:
+                await self._blocking(client.images.remove, image.id, force=False, what="remove an image")
+                removed += 1
+            except docker.errors.NotFound:
+                continue
+            except InfrastructureError as exc:
+                if isinstance(exc.__cause__, docker.errors.APIError) and exc.__cause__.status_code == 409:
+                    continue  # still used by a container: keep it
+                raise
+        return removed
+
+    async def close(self) -> None:
+        """Close the connection to the daemon. The sandbox reconnects if used again."""
+        async with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.to_thread(client.close), 10)
