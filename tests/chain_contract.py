@@ -1,0 +1,133 @@
+"""Checks every :class:`~validator.chain.port.Chain` adapter must pass.
+
+Not collected by itself: a test module prepares an adapter (the local chain, or the bittensor client over
+a fake substrate), describes what it put on chain in a :class:`ContractSetup`, and awaits
+:func:`run_chain_contract` (or single checks). Assertions carry their own messages because pytest does
+not rewrite asserts in helper modules.
+
+The contract beyond the port's signatures:
+- block numbers are non-negative ints that never go backwards;
+- neurons have unique uids and hotkeys and were registered at or before the current block;
+- commitments: one per hotkey, ``value`` is ``str``, made at or before the current block;
+- ``set_weights`` refusals (empty or all-zero vector, rate limit) come back as ``success=False`` with a
+  message, never as an exception, because the weight setter retries on the result;
+- ``close`` may be awaited twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from validator.chain.port import Chain, Neuron, RawCommitment, WeightSetResult
+
+
+@dataclass(frozen=True)
+class ContractSetup:
+    """What the adapter's fixture put on chain before the checks run."""
+
+    netuid: int
+    registered: frozenset[str]
+    """Every hotkey registered on ``netuid``, the validator's own included."""
+    committed: Mapping[str, str] = field(default_factory=dict)
+    """hotkey -> the value it committed last (deregistered hotkeys may appear here too)."""
+    weights: Mapping[int, float] = field(default_factory=dict)
+    """A weight vector the chain should accept now (uids registered, validator allowed to set)."""
+    version_key: int = 1
+
+
+async def check_block(chain: Chain) -> int:
+    """The block is a non-negative int that does not go backwards between two reads."""
+    first = await chain.block()
+    second = await chain.block()
+    assert isinstance(first, int) and not isinstance(first, bool), f"block() returned {first!r}"
+    assert first >= 0, f"negative block {first}"
+    assert second >= first, f"block went backwards: {first} then {second}"
+    return second
+
+
+async def check_neurons(chain: Chain, setup: ContractSetup) -> list[Neuron]:
+    """Neurons are :class:`Neuron` values, unique by uid and hotkey, matching the setup."""
+    neurons = await chain.neurons(setup.netuid)
+    block = await chain.block()
+    assert isinstance(neurons, list), f"neurons() returned {type(neurons).__name__}, not list"
+    for neuron in neurons:
+        assert isinstance(neuron, Neuron), f"not a Neuron: {neuron!r}"
+        assert isinstance(neuron.uid, int) and neuron.uid >= 0, f"bad uid in {neuron!r}"
+        assert isinstance(neuron.hotkey, str) and neuron.hotkey, f"bad hotkey in {neuron!r}"
+        assert 0 <= neuron.registered_block <= block, f"registered_block outside 0..{block}: {neuron!r}"
+    uids = [n.uid for n in neurons]
+    hotkeys = [n.hotkey for n in neurons]
+    assert len(set(uids)) == len(uids), f"duplicate uids: {sorted(uids)}"
+    assert len(set(hotkeys)) == len(hotkeys), f"duplicate hotkeys: {sorted(hotkeys)}"
+    assert set(hotkeys) == set(setup.registered), (
+        f"registered hotkeys {sorted(hotkeys)} != expected {sorted(setup.registered)}"
+    )
+    return neurons
+
+
+async def check_commitments(chain: Chain, setup: ContractSetup) -> list[RawCommitment]:
+    """Commitments are :class:`RawCommitment` values, one per hotkey, holding what was committed."""
+    commitments = await chain.commitments(setup.netuid)
+    block = await chain.block()
+    assert isinstance(commitments, list), f"commitments() returned {type(commitments).__name__}, not list"
+    for commitment in commitments:
+        assert isinstance(commitment, RawCommitment), f"not a RawCommitment: {commitment!r}"
+        assert isinstance(commitment.value, str), f"value is not str: {commitment!r}"
+        assert 0 <= commitment.block <= block, f"commitment block outside 0..{block}: {commitment!r}"
+    hotkeys = [c.hotkey for c in commitments]
+    assert len(set(hotkeys)) == len(hotkeys), f"more than one commitment per hotkey: {sorted(hotkeys)}"
+    found = {c.hotkey: c.value for c in commitments}
+    for hotkey, value in setup.committed.items():
+        assert found.get(hotkey) == value, f"commitment of {hotkey}: {found.get(hotkey)!r} != {value!r}"
+    return commitments
+
+
+async def check_set_weights_refusals(chain: Chain, setup: ContractSetup) -> None:
+    """Empty and all-zero vectors are refused with a message, not raised."""
+    some_uid = next(iter(setup.weights), 0)
+    for weights in ({}, {some_uid: 0.0}):
+        result = await chain.set_weights(setup.netuid, weights, setup.version_key)
+        assert isinstance(result, WeightSetResult), f"set_weights returned {result!r}"
+        assert result.success is False, f"set_weights({weights}) should be refused, got {result!r}"
+        assert result.message, f"refusal of {weights} carries no message"
+
+
+async def check_set_weights_accepted(chain: Chain, setup: ContractSetup) -> WeightSetResult:
+    """A valid vector is accepted, at or after the block seen before the call."""
+    assert setup.weights, "the setup must provide a valid weight vector"
+    before = await chain.block()
+    result = await chain.set_weights(setup.netuid, dict(setup.weights), setup.version_key)
+    assert isinstance(result, WeightSetResult), f"set_weights returned {result!r}"
+    assert result.success is True, f"valid weights refused: {result!r}"
+    assert result.block >= before, f"weights set at block {result.block}, before block {before}"
+    return result
+
+
+async def check_set_weights_rate_limited(chain: Chain, setup: ContractSetup) -> WeightSetResult:
+    """Two sets in a row under a rate limit: the second is refused with a message naming the limit.
+
+    Only for adapters prepared with a weights rate limit of more than one block.
+    """
+    await check_set_weights_accepted(chain, setup)
+    result = await chain.set_weights(setup.netuid, dict(setup.weights), setup.version_key)
+    assert result.success is False, f"second set inside the rate limit was accepted: {result!r}"
+    assert "rate limit" in result.message.lower(), f"refusal does not mention the rate limit: {result!r}"
+    return result
+
+
+async def check_close(chain: Chain) -> None:
+    """``close`` works and may be repeated (shutdown paths call it more than once)."""
+    await chain.close()
+    await chain.close()
+
+
+async def run_chain_contract(chain: Chain, setup: ContractSetup) -> None:
+    """Every check in order, ending with ``close``."""
+    await check_block(chain)
+    await check_neurons(chain, setup)
+    await check_commitments(chain, setup)
+    await check_set_weights_refusals(chain, setup)
+    await check_set_weights_accepted(chain, setup)
+    await check_block(chain)
+    await check_close(chain)
