@@ -355,12 +355,13 @@ def test_concurrent_processes_lose_no_update(chain: LocalChain) -> None:
 
 async def test_concurrent_threads_lose_no_update(chain: LocalChain) -> None:
     chain.register(NETUID, VALIDATOR)
-    results = await asyncio.gather(
-        *(asyncio.to_thread(chain.advance) for _ in range(30)),
-        *(chain.set_weights(NETUID, {0: 1.0}, 1) for _ in range(10)),
-        *(chain.block() for _ in range(10)),
+    advances = [asyncio.to_thread(chain.advance) for _ in range(30)]
+    weight_sets = [chain.set_weights(NETUID, {0: 1.0}, 1) for _ in range(10)]
+    reads = [chain.block() for _ in range(10)]
+    _, results, _ = await asyncio.gather(
+        asyncio.gather(*advances), asyncio.gather(*weight_sets), asyncio.gather(*reads)
     )
-    assert all(r.success for r in results[30:40])  # type: ignore[union-attr]
+    assert all(r.success for r in results)
     assert await chain.block() == 1 + 30 + 10
     assert len(chain.weights_history(NETUID)) == 10
 

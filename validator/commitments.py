@@ -295,9 +295,7 @@ def submissions_from_chain(
     Returns ``(submissions sorted by uid, rejected)``; each rejected entry carries a reason string
     ``"<code>: <detail>"`` whose code is a :class:`Reason` value.
     """
-    by_hotkey: dict[str, Neuron] = {}
-    for neuron in neurons:
-        by_hotkey[neuron.hotkey] = neuron
+    by_hotkey: dict[str, Neuron] = {n.hotkey: n for n in neurons}
 
     # The port promises one commitment per hotkey; if an adapter ever breaks that, keep the newest.
     latest: dict[str, RawCommitment] = {}
