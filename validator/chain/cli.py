@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -22,6 +22,7 @@ from validator.commitments import (
     format_commitment,
     submissions_from_chain,
 )
+from validator.table import render_table
 
 CHAIN_FILE_ENV = "VOICE_VALIDATOR_LOCAL_CHAIN_FILE"
 DEFAULT_CHAIN_FILE = Path("var/local-chain.json")
@@ -30,18 +31,6 @@ EXIT_OK = 0
 EXIT_ERROR = 2
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Align ``rows`` under ``headers`` in plain text columns."""
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in cells
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def _safe(text: str) -> str:
