@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from validator.chain.cli import CHAIN_FILE_ENV, add_chain_commands, render_table
+from validator.chain.cli import CHAIN_FILE_ENV, add_chain_commands
 from validator.chain.local import LocalChain
+from validator.table import render_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHA = "0123456789abcdef0123456789abcdef01234567"
