@@ -57,7 +57,7 @@ guard_rule() {
 ensure_host_guard() {
     [[ "$GUARD_HOST" == 1 ]] || return 0
     for subnet in "$POOL" "$BIP"; do
-        guard_rule -I INPUT -s "$subnet" -m conntrack --ctstate NEW,INVALID -j DROP \
+        guard_rule -I INPUT -s "$subnet" ! -i lo -m conntrack --ctstate NEW,INVALID -j DROP \
             || log "warning: could not add the host guard rule for $subnet (iptables)"
     done
     for proto in udp tcp; do
@@ -67,8 +67,16 @@ ensure_host_guard() {
     done
 }
 
+# Each run's network gets a /24 route of its own; once the network is removed, a request to a stale
+# container address would follow the default route out of the machine. The blackhole route for the
+# whole pool makes such requests fail at once instead (longer per-network prefixes still win).
+ensure_pool_blackhole() {
+    ip route replace blackhole "$POOL" || log "warning: could not add a blackhole route for $POOL"
+}
+
 done_ok() {
     ensure_host_guard
+    ensure_pool_blackhole
     echo "DOCKER_HOST=$HOST"
     exit 0
 }

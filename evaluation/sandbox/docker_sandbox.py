@@ -220,7 +220,7 @@ class DockerSandbox:
             try:
                 for chunk in stream:
                     if "stream" in chunk:
-                        log.extend(str(chunk["stream"]).splitlines())
+                        log.extend(line for line in str(chunk["stream"]).splitlines() if line.strip())
                         match = re.search(r"Successfully built ([0-9a-f]{12,64})", str(chunk["stream"]))
                         if match:
                             image_id = match.group(1)

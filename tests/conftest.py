@@ -1,0 +1,80 @@
+"""Shared pytest fixtures. Docker fixtures first; append others below."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
+
+# Matches scripts/dockerd.sh's default VV_DOCKER_DIR.
+PROJECT_DOCKER_HOST = "unix:///var/lib/voice-validator/docker/docker.sock"
+DEFAULT_BASE_IMAGE = "voice-validator/base:bookworm"
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    """Address of a Docker daemon that answers (DOCKER_HOST, else the project dockerd's socket)."""
+    import docker  # imported here so test collection needs no docker SDK work
+
+    host = os.environ.get("DOCKER_HOST") or PROJECT_DOCKER_HOST
+    try:
+        client = docker.DockerClient(base_url=host, timeout=10)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception:
+        pytest.skip(f"needs the project dockerd (run scripts/dockerd.sh); nothing answers on {host}")
+    return host
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_host: str) -> str:
+    """Tag of the local base image test miners are built FROM."""
+    import docker
+
+    tag = os.environ.get("VV_BASE_IMAGE") or DEFAULT_BASE_IMAGE
+    client = docker.DockerClient(base_url=docker_host, timeout=30)
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"needs the base image {tag} (run scripts/base_image.sh)")
+    finally:
+        client.close()
+    return tag
+
+
+@pytest.fixture(scope="session")
+def sandbox_config(docker_host: str, base_image: str) -> Iterator[SandboxConfig]:
+    """A SandboxConfig for tests: offline builds on the base image, small limits, a per-session id.
+
+    At the end of the session every container, network and image carrying that id is removed.
+    """
+    config = SandboxConfig(
+        docker_host=docker_host,
+        validator_id=f"test-{secrets.token_hex(4)}",
+        memory="512m",
+        cpus=1.0,
+        pids_limit=256,
+        build_network="none",
+        build_args={"BASE_IMAGE": base_image},
+        build_timeout_s=300,
+        start_timeout_s=60,
+        tmpfs_size="64m",
+    )
+    yield config
+
+    async def teardown() -> None:
+        sandbox = DockerSandbox(config)
+        try:
+            await sandbox.cleanup()
+            await sandbox.prune_images()
+        finally:
+            await sandbox.close()
+
+    asyncio.run(teardown())
