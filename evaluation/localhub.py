@@ -473,8 +473,10 @@ class LocalHub:
             chunk = await asyncio.to_thread(
                 _read_chunk, entry.path, offset, min(_CHUNK_BYTES, entry.size - offset)
             )
-            if not chunk:  # the file shrank under us; the client's size check reports it
-                break
+            if not chunk:
+                # The file shrank under us: drop the connection rather than leave the client waiting
+                # for bytes promised by Content-Length.
+                raise ConnectionAbortedError(f"{rel} changed while being served")
             await response.write(chunk)
             offset += len(chunk)
         await response.write_eof()
