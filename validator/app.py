@@ -71,7 +71,9 @@ async def load_benchmark(settings: Settings) -> dict[str, Sequence[Item]]:
         await asyncio.to_thread(build_fixture, root, missing)
     benchmark: dict[str, Sequence[Item]] = {}
     for subset in settings.subsets:
-        benchmark[subset] = await asyncio.to_thread(load_subset, root, subset)
+        benchmark[subset] = await asyncio.to_thread(
+            load_subset, root, subset, cache_dir=settings.data_dir / "cache" / "datasets"
+        )
         log.info("benchmark subset loaded", subset=subset, items=len(benchmark[subset]))
     return benchmark
 
