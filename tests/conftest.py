@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
+from evaluation.voicebench.fixture import build_fixture
 
 # Matches scripts/dockerd.sh's default VV_DOCKER_DIR.
 PROJECT_DOCKER_HOST = "unix:///var/lib/voice-validator/docker/docker.sock"
@@ -78,3 +81,11 @@ def sandbox_config(docker_host: str, base_image: str) -> Iterator[SandboxConfig]
             await sandbox.close()
 
     asyncio.run(teardown())
+
+
+@pytest.fixture(scope="session")
+def voicebench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The team's espeak-ng VoiceBench fixture in the hub's parquet layout, built once per session."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng to synthesize the VoiceBench fixture (apt-get install espeak-ng)")
+    return build_fixture(tmp_path_factory.mktemp("voicebench"))
