@@ -196,6 +196,9 @@ class Script:
     bad_name: str = ""
     drip_delay_s: float = 0.05
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    listed_sizes: dict[str, int] = field(default_factory=dict)
+    gets: int = 0
+    bytes_sent: int = 0
 
 
 SCRIPT_KEY: web.AppKey[Script] = web.AppKey("script", Script)
@@ -214,7 +217,7 @@ async def _info(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(script.release.wait(), 30)
     siblings: list[dict[str, Any]] = [
-        {"rfilename": name, "size": len(data), "blobId": _blob_id(data)}
+        {"rfilename": name, "size": script.listed_sizes.get(name, len(data)), "blobId": _blob_id(data)}
         for name, data in script.files.items()
     ]
     if script.mode == "bad_name":
@@ -243,12 +246,15 @@ async def _resolve(request: web.Request) -> web.StreamResponse:
     }
     if request.method == "HEAD":
         return web.Response(headers=headers)
+    script.gets += 1
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)
-    for i in range(len(data)):
-        if script.mode == "drip":
+    piece = 2**20 if script.mode == "oversize" else 1
+    for i in range(0, len(data), piece):
+        if script.mode in ("drip", "oversize"):
             await asyncio.sleep(script.drip_delay_s)
-        await response.write(data[i : i + 1])
+        await response.write(data[i : i + piece])
+        script.bytes_sent += len(data[i : i + piece])
     await response.write_eof()
     return response
 
@@ -470,3 +476,37 @@ def test_check_repo_special_file(tmp_path: Path) -> None:
 def test_check_repo_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(RepoInvalid, match="repo folder missing"):
         check_repo(tmp_path / "nope", HOTKEY)
+
+
+async def test_abort_stops_the_remaining_downloads(
+    scripted: tuple[Script, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script, endpoint = scripted
+    script.mode = "drip"
+    # 24 files of about 1 s each, 8 at a time: about 3 s if nothing stops the client after the deadline.
+    script.files = {f"part{i:02d}.bin": b"p" * 20 for i in range(24)}
+    monkeypatch.setattr(fetch_module, "_STOP_GRACE_S", 10.0)
+    with pytest.raises(InfrastructureError, match="not finished"):
+        await HubRepoSource(endpoint=endpoint, timeout_s=0.5).fetch(
+            submission(script.revision), tmp_path / "work"
+        )
+    # The first files finished, then the client's next progress report raised and the rest never started.
+    assert 0 < script.gets < len(script.files)
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+async def test_hub_sending_more_than_listed_is_stopped(
+    scripted: tuple[Script, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script, endpoint = scripted
+    script.mode, script.drip_delay_s = "oversize", 0.1
+    script.files["model.bin"] = b"m" * (40 * 2**20)  # 40 MiB, sent 1 MiB per 0.1 s
+    script.listed_sizes["model.bin"] = 10  # while the listing claims 10 bytes
+    monkeypatch.setattr(fetch_module, "_WATCH_INTERVAL_S", 0.05)
+    with pytest.raises(InfrastructureError, match="more than the"):
+        await HubRepoSource(endpoint=endpoint, timeout_s=60).fetch(
+            submission(script.revision), tmp_path / "work"
+        )
+    # Stopped at the client's next 10 MiB progress report, well before the whole body.
+    assert script.bytes_sent < 30 * 2**20
+    assert list((tmp_path / "work").iterdir()) == []
