@@ -163,7 +163,7 @@ class HubRepoSource(RepoSource):
             )
             await asyncio.to_thread(_verify_and_place, local_dir, expected, final_dir)
         finally:
-            await asyncio.to_thread(shutil.rmtree, staging, True)
+            await asyncio.to_thread(functools.partial(shutil.rmtree, staging, ignore_errors=True))
         return final_dir
 
     async def _listing(self, repo_id: str, revision: str, deadline: float) -> list[_ExpectedFile]:
