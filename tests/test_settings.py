@@ -47,3 +47,8 @@ def test_settings_table_lists_every_field() -> None:
     for name in Settings.model_fields:
         assert f"--{name.replace('_', '-')}" in table
         assert f"VOICE_VALIDATOR_{name.upper()}" in table
+
+
+def test_readme_documents_every_setting_as_the_code_does() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert settings_table(markdown=True) in readme, "regenerate with: voice-validator settings --markdown"

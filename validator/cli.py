@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--verbose", action="store_true", help="print every sample's answer")
 
     sub.add_parser("status", help="show each miner's latest submission, score and the last weights")
-    sub.add_parser("settings", help="list every setting with its flag, environment variable and default")
+    settings = sub.add_parser("settings", help="list every setting with its flag, environment variable, default")
+    settings.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's)")
     add_chain_commands(sub)
     return parser
 
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(args.func(args))
     if args.command == "settings":
-        print(settings_table())
+        print(settings_table(markdown=args.markdown))
         return 0
     try:
         settings = load_settings(rest)
@@ -179,10 +180,15 @@ def show_status(settings: Settings, out: TextIO) -> int:
     return 0
 
 
-def settings_table() -> str:
+def settings_table(*, markdown: bool = False) -> str:
     """Every setting as a table: flag, environment variable, default, description."""
+    headers = ("flag", "environment variable", "default", "meaning")
     rows = []
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
         rows.append((f"--{name.replace('_', '-')}", ENV_PREFIX + name.upper(), default, field.description or ""))
-    return render_table(("flag", "environment variable", "default", "meaning"), rows)
+    if not markdown:
+        return render_table(headers, rows)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += [f"| `{flag}` | `{env}` | `{default}` | {meaning} |" for flag, env, default, meaning in rows]
+    return "\n".join(lines)

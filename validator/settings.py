@@ -48,7 +48,7 @@ class Settings(BaseSettings):
 
     # --- storage -------------------------------------------------------------------------------
     data_dir: Path = Field(Path("var"), description="Folder for the database, repos and caches.")
-    db_file: Path | None = Field(None, description="SQLite file; default <data-dir>/validator.db.")
+    db_file: Path | None = Field(None, description="SQLite file; default validator.db in data-dir.")
 
     # --- hub -----------------------------------------------------------------------------------
     hub_endpoint: str | None = Field(
@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     # --- evaluation ----------------------------------------------------------------------------
     voicebench_dir: Path | None = Field(
         None,
-        description="VoiceBench data in the hub's parquet layout; default <data-dir>/voicebench "
+        description="VoiceBench data in the hub's parquet layout; default voicebench/ in data-dir "
         "(built from the team's espeak-ng fixture when missing).",
     )
     subsets: list[str] = Field(
