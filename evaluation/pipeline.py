@@ -22,7 +22,7 @@ from evaluation.errors import MinerResponseError, SubmissionRejected
 from evaluation.fetch import RepoSource, check_repo
 from evaluation.miner_client import MinerClient
 from evaluation.sandbox.port import RunningModel, Sandbox
-from evaluation.types import EvaluationResult, SampleResult, SubsetScore, Submission
+from evaluation.types import EvaluationResult, SampleResult, Submission, SubsetScore
 from evaluation.voicebench.dataset import Item, sample_items
 from evaluation.voicebench.evaluators import SUBSET_EVALUATOR, get_evaluator
 from evaluation.voicebench.evaluators.base import Evaluator
@@ -86,8 +86,12 @@ class Pipeline:
         """Evaluate one submission. Miner faults give a zero-score result with ``error`` set;
         ``InfrastructureError`` (our side) propagates so the caller can retry later."""
         started = time.monotonic()
-        bound = log.bind(uid=submission.uid, hotkey=submission.hotkey, repo=submission.repo_id,
-                         revision=submission.short_revision)
+        bound = log.bind(
+            uid=submission.uid,
+            hotkey=submission.hotkey,
+            repo=submission.repo_id,
+            revision=submission.short_revision,
+        )
         self._work_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"uid{submission.uid}-", dir=self._work_dir))
         try:

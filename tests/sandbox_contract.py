@@ -3,6 +3,8 @@ adapter and by the fast tests against the in-process fake."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 import numpy as np
 import pytest
@@ -12,10 +14,10 @@ from evaluation.miner_client import MinerClient
 from evaluation.sandbox.port import Sandbox
 from evaluation.types import Submission
 
-from pathlib import Path
 
-
-async def check_serves_then_stops(sandbox: Sandbox, submission: Submission, repo_dir: Path, answer: str) -> None:
+async def check_serves_then_stops(
+    sandbox: Sandbox, submission: Submission, repo_dir: Path, answer: str
+) -> None:
     """A good repo starts ready, answers v2t with its configured letter, and is gone after stop()."""
     model = await sandbox.start(submission, repo_dir)
     try:

@@ -47,8 +47,9 @@ class World:
     def commit(self, hotkey: str, repo_id: str, revision: str) -> None:
         self.chain.commit(NETUID, hotkey, format_commitment(repo_id, revision, competition="v2"))
 
-    def miner(self, hotkey: str, repo_id: str, answer: str, *, repo_hotkey: str | None = None,
-              **model_config: Any) -> str:
+    def miner(
+        self, hotkey: str, repo_id: str, answer: str, *, repo_hotkey: str | None = None, **model_config: Any
+    ) -> str:
         """Register (if needed), publish and commit in one step; returns the revision."""
         if hotkey not in self.uids:
             self.register(hotkey)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
 
-import docker
 import pytest
 
+import docker
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
 from evaluation.types import Submission
 from tests.sandbox_contract import check_build_failure, check_serves_then_stops
@@ -58,12 +59,16 @@ async def run_until_settled(w: World, timeout_s: float = 300.0) -> None:
 def managed_containers(config: SandboxConfig) -> list[object]:
     client = docker.DockerClient(base_url=config.docker_host, timeout=30)
     try:
-        return client.containers.list(all=True, filters={"label": f"voice-validator.id={config.validator_id}"})
+        return client.containers.list(
+            all=True, filters={"label": f"voice-validator.id={config.validator_id}"}
+        )
     finally:
         client.close()
 
 
-async def test_docker_sandbox_meets_the_sandbox_contract(tmp_path: Path, sandbox_config: SandboxConfig) -> None:
+async def test_docker_sandbox_meets_the_sandbox_contract(
+    tmp_path: Path, sandbox_config: SandboxConfig
+) -> None:
     good = prepare_repo(default_example_dir(), tmp_path / "good", "hk", {"answer": "D"})
     bad = prepare_repo(default_example_dir(), tmp_path / "bad", "hk", {})
     (bad / "Dockerfile").write_text("FROM scratch\nRUN definitely-not-a-command\n")
@@ -117,13 +122,31 @@ def test_miner_evaluate_command_on_a_local_repo(
     tmp_path: Path, voicebench_dir: Path, sandbox_config: SandboxConfig, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = prepare_repo(default_example_dir(), tmp_path / "mine", "5Mine", {"answer": "A"})
-    code = cli_main([
-        "evaluate", "--repo-dir", str(repo), "--hotkey", "5Mine",
-        "--data-dir", str(tmp_path / "var"), "--voicebench-dir", str(voicebench_dir),
-        "--docker-host", str(sandbox_config.docker_host), "--validator-id", sandbox_config.validator_id,
-        "--build-network", "none", "--build-args", '{"BASE_IMAGE": "%s"}' % sandbox_config.build_args["BASE_IMAGE"],
-        "--start-timeout-s", "60", "--log-format", "json",
-    ])
+    code = cli_main(
+        [
+            "evaluate",
+            "--repo-dir",
+            str(repo),
+            "--hotkey",
+            "5Mine",
+            "--data-dir",
+            str(tmp_path / "var"),
+            "--voicebench-dir",
+            str(voicebench_dir),
+            "--docker-host",
+            str(sandbox_config.docker_host),
+            "--validator-id",
+            sandbox_config.validator_id,
+            "--build-network",
+            "none",
+            "--build-args",
+            json.dumps({"BASE_IMAGE": sandbox_config.build_args["BASE_IMAGE"]}),
+            "--start-timeout-s",
+            "60",
+            "--log-format",
+            "json",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "openbookqa" in out and "overall score: 41.67" in out

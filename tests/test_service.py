@@ -122,7 +122,9 @@ async def test_interrupted_evaluation_resumes_after_restart(
                 stop.set()
                 await daemon
             assert app.store.miner_rows()[0].status == "evaluated"
-            assert app.store.evaluation_count(ALICE_A, revision) == 2  # the interrupted one, then the real one
+            assert (
+                app.store.evaluation_count(ALICE_A, revision) == 2
+            )  # the interrupted one, then the real one
 
 
 async def test_supervisor_restarts_a_failing_task(monkeypatch: pytest.MonkeyPatch) -> None:

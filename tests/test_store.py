@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.types import EvaluationResult, SampleResult, SubsetScore, Submission
+from evaluation.types import EvaluationResult, SampleResult, Submission, SubsetScore
 from validator.chain.port import Neuron
 from validator.store import MIGRATIONS, Store, StoreError
 

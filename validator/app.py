@@ -136,4 +136,3 @@ def service_config(settings: Settings) -> ServiceConfig:
         max_attempts=settings.max_attempts,
         retry_backoff_s=settings.retry_backoff_s,
     )
-

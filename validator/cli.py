@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--verbose", action="store_true", help="print every sample's answer")
 
     sub.add_parser("status", help="show each miner's latest submission, score and the last weights")
-    settings = sub.add_parser("settings", help="list every setting with its flag, environment variable, default")
+    settings = sub.add_parser(
+        "settings", help="list every setting with its flag, environment variable, default"
+    )
     settings.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's)")
     add_chain_commands(sub)
     return parser
@@ -86,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(run_daemon(settings))
         if args.command == "demo":
-            return asyncio.run(run_demo(settings, sys.stdout, example_dir=args.example_dir, timeout_s=args.timeout))
+            return asyncio.run(
+                run_demo(settings, sys.stdout, example_dir=args.example_dir, timeout_s=args.timeout)
+            )
         if args.command == "evaluate":
             return asyncio.run(evaluate_once(settings, args, sys.stdout))
         if args.command == "status":
@@ -120,8 +124,11 @@ class _PrintSink:
         self.done += 1
         if self._verbose:
             answer = result.error or result.response
-            print(f"  {result.subset}/{result.item_id}: score {result.score:.2f}  {answer[:100]!r}",
-                  file=self._out, flush=True)
+            print(
+                f"  {result.subset}/{result.item_id}: score {result.score:.2f}  {answer[:100]!r}",
+                file=self._out,
+                flush=True,
+            )
 
 
 async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
@@ -141,8 +148,11 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
     sandbox = DockerSandbox(sandbox_config(settings))
     try:
         pipeline = Pipeline(source, sandbox, await load_benchmark(settings), config, settings.repos_dir)
-        print(f"evaluating {submission.repo_id}@{submission.short_revision} on {pipeline.sample_count} samples",
-              file=out, flush=True)
+        print(
+            f"evaluating {submission.repo_id}@{submission.short_revision} on {pipeline.sample_count} samples",
+            file=out,
+            flush=True,
+        )
         result = await pipeline.evaluate(submission, _PrintSink(out, args.verbose))
     finally:
         await sandbox.close()
@@ -173,8 +183,11 @@ def show_status(settings: Settings, out: TextIO) -> int:
             print("weights: never set", file=out)
         else:
             state = "set" if last.success else f"refused ({last.message})"
-            print(f"weights {state} at block {last.block}: "
-                  + ", ".join(f"uid {u}: {w:.4f}" for u, w in sorted(last.weights.items())), file=out)
+            print(
+                f"weights {state} at block {last.block}: "
+                + ", ".join(f"uid {u}: {w:.4f}" for u, w in sorted(last.weights.items())),
+                file=out,
+            )
     finally:
         store.close()
     return 0
@@ -186,7 +199,9 @@ def settings_table(*, markdown: bool = False) -> str:
     rows = []
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        rows.append((f"--{name.replace('_', '-')}", ENV_PREFIX + name.upper(), default, field.description or ""))
+        rows.append(
+            (f"--{name.replace('_', '-')}", ENV_PREFIX + name.upper(), default, field.description or "")
+        )
     if not markdown:
         return render_table(headers, rows)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

@@ -84,8 +84,9 @@ def prepare_repo(example_dir: Path, out_dir: Path, hotkey_txt: str, model_config
     return out_dir
 
 
-def seed_chain(chain: LocalChain, netuid: int, hub_root: Path, work: Path, example_dir: Path,
-               competition: str) -> None:
+def seed_chain(
+    chain: LocalChain, netuid: int, hub_root: Path, work: Path, example_dir: Path, competition: str
+) -> None:
     """Register the validator and the demo miners, publish their repos and commit them."""
     chain.register(netuid, VALIDATOR_HOTKEY)
     for miner in DEMO_MINERS:
@@ -101,8 +102,9 @@ def seed_chain(chain: LocalChain, netuid: int, hub_root: Path, work: Path, examp
         chain.commit(netuid, miner.hotkey, value)
 
 
-async def run_demo(settings: Settings, out: TextIO, *, example_dir: Path | None = None,
-                   timeout_s: float = 900.0) -> int:
+async def run_demo(
+    settings: Settings, out: TextIO, *, example_dir: Path | None = None, timeout_s: float = 900.0
+) -> int:
     """Run the demo round and print its result table. Returns a process exit code."""
     example = example_dir or default_example_dir()
     if not (example / "Dockerfile").is_file():
@@ -114,23 +116,29 @@ async def run_demo(settings: Settings, out: TextIO, *, example_dir: Path | None 
     chain_file = demo_dir / "chain.json"
 
     async with LocalHub(hub_root) as hub_url:
-        demo_settings = settings.model_copy(update={
-            "hub_endpoint": hub_url,
-            "local_chain_file": chain_file,
-            "validator_hotkey": VALIDATOR_HOTKEY,
-            "db_file": demo_dir / "validator.db",
-            # The example miner builds FROM the local base image, which already holds its packages.
-            "build_network": "none",
-            "build_args": {"BASE_IMAGE": LOCAL_BASE_IMAGE, **settings.build_args},
-            "sync_interval_s": min(settings.sync_interval_s, 2.0),
-            "weights_interval_s": min(settings.weights_interval_s, 3.0),
-            "start_timeout_s": min(settings.start_timeout_s, 180.0),
-        })
+        demo_settings = settings.model_copy(
+            update={
+                "hub_endpoint": hub_url,
+                "local_chain_file": chain_file,
+                "validator_hotkey": VALIDATOR_HOTKEY,
+                "db_file": demo_dir / "validator.db",
+                # The example miner builds FROM the local base image, which already holds its packages.
+                "build_network": "none",
+                "build_args": {"BASE_IMAGE": LOCAL_BASE_IMAGE, **settings.build_args},
+                "sync_interval_s": min(settings.sync_interval_s, 2.0),
+                "weights_interval_s": min(settings.weights_interval_s, 3.0),
+                "start_timeout_s": min(settings.start_timeout_s, 180.0),
+            }
+        )
         chain = LocalChain(chain_file, VALIDATOR_HOTKEY)
-        await asyncio.to_thread(seed_chain, chain, settings.netuid, hub_root, work, example,
-                                settings.competition)
-        print(f"local chain: {chain_file}\nlocal hub:   {hub_url}\nminers committed: {len(DEMO_MINERS)}",
-              file=out, flush=True)
+        await asyncio.to_thread(
+            seed_chain, chain, settings.netuid, hub_root, work, example, settings.competition
+        )
+        print(
+            f"local chain: {chain_file}\nlocal hub:   {hub_url}\nminers committed: {len(DEMO_MINERS)}",
+            file=out,
+            flush=True,
+        )
         async with open_app(demo_settings) as app:
             stop = asyncio.Event()
             daemon = asyncio.create_task(app.service.run(stop))
@@ -163,18 +171,30 @@ async def _wait_until_settled(store: Store, daemon: asyncio.Task[None], timeout_
     raise DemoError(f"the round did not finish within {timeout_s:.0f}s")
 
 
-def print_round(store: Store, chain: LocalChain, netuid: int, skipped: list[tuple[RawCommitment, str]],
-                out: TextIO) -> None:
+def print_round(
+    store: Store, chain: LocalChain, netuid: int, skipped: list[tuple[RawCommitment, str]], out: TextIO
+) -> None:
     """Print per-miner outcomes, the commitments skipped, and the weights now on the chain."""
     on_chain, block = chain.weights(netuid, VALIDATOR_HOTKEY)
     rows = [
-        (r.uid, r.hotkey[:10] + "...", f"{r.repo_id}@{r.revision[:8]}", r.status, r.score,
-         on_chain.get(r.uid, 0.0), (r.error or "")[:70])
+        (
+            r.uid,
+            r.hotkey[:10] + "...",
+            f"{r.repo_id}@{r.revision[:8]}",
+            r.status,
+            r.score,
+            on_chain.get(r.uid, 0.0),
+            (r.error or "")[:70],
+        )
         for r in store.miner_rows()
     ]
     print("\nEvaluation round", file=out)
     print(render_table(("uid", "hotkey", "submission", "status", "score", "weight", "note"), rows), file=out)
     for commitment, reason in skipped:
         print(f"skipped commitment of {commitment.hotkey[:10]}...: {reason}", file=out)
-    print(f"\nweights on chain (block {block}): "
-          + ", ".join(f"uid {uid}: {w:.4f}" for uid, w in sorted(on_chain.items())), file=out, flush=True)
+    print(
+        f"\nweights on chain (block {block}): "
+        + ", ".join(f"uid {uid}: {w:.4f}" for uid, w in sorted(on_chain.items())),
+        file=out,
+        flush=True,
+    )

@@ -84,7 +84,10 @@ class ValidatorService:
         requeued = await asyncio.to_thread(self._store.requeue_interrupted)
         if requeued:
             log.info("resuming interrupted evaluations", count=requeued)
-        loops: dict[str, Callable[[], Awaitable[None]]] = {"chain-sync": self._sync_loop, "weights": self._weights_loop}
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "chain-sync": self._sync_loop,
+            "weights": self._weights_loop,
+        }
         for n in range(self._config.eval_workers):
             loops[f"evaluator-{n}"] = self._worker_loop
         tasks = [asyncio.create_task(_supervise(name, loop), name=name) for name, loop in loops.items()]
@@ -111,15 +114,26 @@ class ValidatorService:
             key = (commitment.hotkey, commitment.value)
             if key not in self._reported_rejections:
                 self._reported_rejections.add(key)
-                log.warning("commitment rejected", hotkey=commitment.hotkey, block=commitment.block,
-                            value=commitment.value[:160], reason=reason)
+                log.warning(
+                    "commitment rejected",
+                    hotkey=commitment.hotkey,
+                    block=commitment.block,
+                    value=commitment.value[:160],
+                    reason=reason,
+                )
         queued = 0
         for submission in submissions:
             _, created = await asyncio.to_thread(self._store.record_submission, submission)
             if created:
                 queued += 1
-                log.info("submission queued", uid=submission.uid, hotkey=submission.hotkey,
-                         repo=submission.repo_id, revision=submission.short_revision, block=submission.block)
+                log.info(
+                    "submission queued",
+                    uid=submission.uid,
+                    hotkey=submission.hotkey,
+                    repo=submission.repo_id,
+                    revision=submission.short_revision,
+                    block=submission.block,
+                )
         if queued:
             self._work.set()
         self._last_sync_block = block
@@ -161,8 +175,12 @@ class ValidatorService:
         retry_at = None
         if claim.attempt < self._config.max_attempts:
             retry_at = time.time() + self._config.retry_backoff_s * 2 ** (claim.attempt - 1)
-        log.warning("evaluation failed on our side", error=error, attempt=claim.attempt,
-                    retry_in_s=None if retry_at is None else round(retry_at - time.time()))
+        log.warning(
+            "evaluation failed on our side",
+            error=error,
+            attempt=claim.attempt,
+            retry_in_s=None if retry_at is None else round(retry_at - time.time()),
+        )
         await asyncio.to_thread(self._store.fail_evaluation, claim, error, retry_at)
 
     async def _worker_loop(self) -> None:

@@ -203,7 +203,8 @@ class Store:
             if row is not None:
                 if row["uid"] != sub.uid:
                     conn.execute(
-                        "UPDATE submissions SET uid = ?, updated_at = ? WHERE id = ?", (sub.uid, now, row["id"])
+                        "UPDATE submissions SET uid = ?, updated_at = ? WHERE id = ?",
+                        (sub.uid, now, row["id"]),
                     )
                 return int(row["id"]), False
             conn.execute(
@@ -303,7 +304,13 @@ class Store:
             conn.execute(
                 "UPDATE submissions SET status = ?, not_before = ?, last_error = ?, updated_at = ?"
                 " WHERE id = ?",
-                ("queued" if retry_at is not None else "failed", retry_at or 0, error, now, claim.submission_id),
+                (
+                    "queued" if retry_at is not None else "failed",
+                    retry_at or 0,
+                    error,
+                    now,
+                    claim.submission_id,
+                ),
             )
 
     def pending_count(self) -> int:
@@ -340,8 +347,15 @@ class Store:
         """Keep every weight set attempt, including refused ones."""
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO weight_sets (created_at, block, weights, success, message) VALUES (?, ?, ?, ?, ?)",
-                (time.time(), block, json.dumps({str(k): v for k, v in weights.items()}), int(success), message),
+                "INSERT INTO weight_sets (created_at, block, weights, success, message)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    time.time(),
+                    block,
+                    json.dumps({str(k): v for k, v in weights.items()}),
+                    int(success),
+                    message,
+                ),
             )
 
     def last_weight_set(self, *, successful_only: bool = True) -> WeightSetRow | None:

@@ -26,7 +26,9 @@ class ChainUnavailable(RuntimeError):
 class ChainFacade:
     """Wraps a :class:`Chain` adapter with deadlines and retries."""
 
-    def __init__(self, chain: Chain, *, timeout_s: float = 30.0, retries: int = 2, backoff_s: float = 1.0) -> None:
+    def __init__(
+        self, chain: Chain, *, timeout_s: float = 30.0, retries: int = 2, backoff_s: float = 1.0
+    ) -> None:
         self._chain = chain
         self._timeout_s = timeout_s
         self._retries = retries
