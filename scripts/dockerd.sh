@@ -83,18 +83,20 @@ done_ok() {
 
 [[ $EUID -eq 0 ]] || die "must run as root (dockerd needs it)"
 
-install_docker() {
-    log "dockerd not found; installing Debian's docker.io"
+# Debian packages providing what this script runs; installed when missing (fresh machines).
+declare -A PROVIDER=([dockerd]=docker.io [docker]=docker.io [ip]=iproute2 [iptables]=iptables [pgrep]=procps)
+missing=()
+for tool in "${!PROVIDER[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${PROVIDER[$tool]}")
+done
+if (( ${#missing[@]} )); then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    log "installing ${missing[*]}"
     apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io
-}
-
-if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
-    install_docker
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
-command -v dockerd >/dev/null 2>&1 || die "dockerd still missing after installing docker.io"
-for tool in ip iptables flock setsid timeout; do
-    command -v "$tool" >/dev/null 2>&1 || die "missing tool: $tool (install iproute2 / iptables / util-linux / coreutils)"
+for tool in "${!PROVIDER[@]}" flock setsid timeout; do
+    command -v "$tool" >/dev/null 2>&1 || die "missing tool after installing packages: $tool"
 done
 
 if answering; then
@@ -105,7 +107,7 @@ mkdir -p "$VV_DOCKER_DIR" "$EXEC_ROOT"
 chmod 0711 "$VV_DOCKER_DIR"
 
 # Several engineers (and test runs) may call this at once: only one of them starts the daemon.
-exec 9>"$VV_DOCKER_DIR/.start.lock"
+exec 9>"$VV_DOCKER_DIR/start.lock"
 flock -w $((START_TIMEOUT + 60)) 9 || die "timed out waiting for another dockerd.sh to finish"
 
 if answering; then
@@ -125,12 +127,20 @@ if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
 fi
 ip link set "$BRIDGE" up
 
+# The pid of a live dockerd from our pid file. A zombie (killed, not yet reaped) does not count.
 daemon_pid() {
     local pid
     [[ -s "$PIDFILE" ]] || return 1
     pid="$(cat "$PIDFILE")"
-    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == dockerd ]] || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == dockerd ]] || return 1
+    grep -qE '^State:[[:space:]]+Z' "/proc/$pid/status" 2>/dev/null && return 1
     echo "$pid"
+}
+
+# A dockerd for our pid file that is still starting up (before it has written the pid file).
+daemon_alive() {
+    daemon_pid >/dev/null || pgrep -f -- "--pidfile $PIDFILE" >/dev/null 2>&1
 }
 
 start_daemon() {
@@ -139,7 +149,9 @@ start_daemon() {
         driver_args=(--storage-driver "$1")
     fi
     log "starting dockerd (socket $SOCK, log $LOG${1:+, storage driver $1})"
-    rm -f "$SOCK"
+    # Only called while no live dockerd owns the pid file: a pid file left by a killed (perhaps still
+    # unreaped) daemon would make the new one refuse to start.
+    rm -f "$SOCK" "$PIDFILE"
     # setsid: the daemon must outlive this script and the shell that ran it.
     setsid dockerd \
         -H "$HOST" \
@@ -149,43 +161,50 @@ start_daemon() {
         --bridge "$BRIDGE" \
         --default-address-pool "base=$POOL,size=24" \
         "${driver_args[@]}" \
-        </dev/null >>"$LOG" 2>&1 &
+        </dev/null >>"$LOG" 2>&1 9>&- &
 }
 
 wait_answering() {
     local deadline=$((SECONDS + START_TIMEOUT))
     while (( SECONDS < deadline )); do
-        if answering; then
-            return 0
-        fi
+        answering && return 0
         # Stop waiting as soon as the daemon has died instead of sleeping out the whole deadline.
-        if ! daemon_pid >/dev/null && ! pgrep -f -- "--pidfile $PIDFILE" >/dev/null 2>&1; then
+        if ! daemon_alive; then
             sleep 1
-            answering && return 0
-            return 1
+            answering
+            return
         fi
         sleep 1
     done
     return 1
 }
 
-if daemon_pid >/dev/null; then
-    log "dockerd (pid $(daemon_pid)) is running but not answering yet; waiting"
-else
-    start_daemon "${VV_DOCKER_STORAGE_DRIVER:-}"
-fi
-
-if ! wait_answering; then
-    # overlay2 is unavailable on some backing filesystems (e.g. overlayfs itself); vfs always works.
-    if [[ -z "${VV_DOCKER_STORAGE_DRIVER:-}" ]] && ! daemon_pid >/dev/null \
-        && tail -n 50 "$LOG" | grep -qiE 'storage.driver|graphdriver|overlay'; then
-        log "dockerd failed with the default storage driver; retrying with vfs"
-        start_daemon vfs
-        wait_answering || { tail -n 40 "$LOG" >&2; die "dockerd did not answer on $HOST within ${START_TIMEOUT}s"; }
+driver="${VV_DOCKER_STORAGE_DRIVER:-}"
+for _ in 1 2 3; do
+    started=0
+    if daemon_alive; then
+        log "a dockerd for $PIDFILE is running but not answering yet; waiting"
     else
-        tail -n 40 "$LOG" >&2
-        die "dockerd did not answer on $HOST within ${START_TIMEOUT}s"
+        start_daemon "$driver"
+        started=1
     fi
-fi
+    if wait_answering; then
+        done_ok
+    fi
+    if daemon_alive; then
+        break  # alive but silent for the whole deadline: restarting it would not help
+    fi
+    if (( started == 0 )); then
+        continue  # someone else's start died; try our own
+    fi
+    # overlay2 is unavailable on some backing filesystems (e.g. overlayfs itself); vfs always works.
+    if [[ -z "$driver" ]] && tail -n 50 "$LOG" | grep -qiE 'storage.driver|graphdriver|overlay'; then
+        log "dockerd failed with the default storage driver; retrying with vfs"
+        driver=vfs
+        continue
+    fi
+    break
+done
 
-done_ok
+tail -n 40 "$LOG" >&2
+die "dockerd did not answer on $HOST within ${START_TIMEOUT}s (log: $LOG)"
