@@ -334,7 +334,7 @@ async def test_container_cannot_open_connections_out(
         to_outside, to_host, to_itself = json.loads(output)
         assert to_itself == "connected"  # the probe can connect when a path exists
         assert to_outside.startswith("blocked"), to_outside
-        assert to_host.startswith("blocked"), to_host
+        assert to_host.startswith("blocked"), f"{to_host} (is the host guard of scripts/dockerd.sh in place?)"
         await asyncio.sleep(0.5)
         assert (outside.accepted, host_side.accepted) == (1, 1)  # only the host's own connections
     finally:
@@ -417,6 +417,13 @@ async def test_server_that_exits_is_start_failed_at_once(
     assert "crash-marker-77" in str(info.value)
     assert isinstance(info.value, SubmissionRejected)
     assert owned(client, sandbox.config.validator_id) == ([], [])
+
+
+@pytest.mark.docker
+async def test_image_whose_command_cannot_run_is_start_failed(sandbox: DockerSandbox, tmp_path: Path) -> None:
+    repo = custom_repo(tmp_path / "repo", 'CMD ["/no/such/program"]\n')
+    with pytest.raises(StartFailed, match=r"could not start|exited with code"):
+        await sandbox.start(submission(), repo)
 
 
 NEVER_LOADED_SERVER = """

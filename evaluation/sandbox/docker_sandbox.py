@@ -243,7 +243,6 @@ class DockerSandbox:
         except (TimeoutError, _BuildAborted, urllib3.exceptions.ReadTimeoutError) as exc:
             # The SDK streams the build from the raw socket, so a build that stayed silent past the
             # socket timeout surfaces as urllib3's ReadTimeoutError.
-            abort.set()
             raise BuildFailed(
                 f"build of {where} exceeded {config.build_timeout_s:.0f}s:\n{_tail(chr(10).join(log))}"
             ) from exc
@@ -255,6 +254,9 @@ class DockerSandbox:
             raise InfrastructureError(f"docker: build of {where} failed: {exc}") from exc
         except _TRANSPORT_ERRORS as exc:
             raise InfrastructureError(f"docker: build of {where} failed: {exc}") from exc
+        finally:
+            # Also on cancellation: the thread then drops the build at its next chunk of output.
+            abort.set()
         if not image_id:
             raise BuildFailed(f"build of {where} produced no image:\n{_tail(chr(10).join(log))}")
         # The legacy builder reports a short id; the full one is what other tools and logs show.
