@@ -11,9 +11,9 @@ import io
 import json
 from pathlib import Path
 
+import docker
 import pytest
 
-import docker
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
 from evaluation.types import Submission
 from tests.sandbox_contract import check_build_failure, check_serves_then_stops

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import docker
 import numpy as np
 import pytest
 
-import docker
 from evaluation.errors import BuildFailed, InfrastructureError, StartFailed, SubmissionRejected
 from evaluation.sandbox.docker_sandbox import (
     LABEL_ID,

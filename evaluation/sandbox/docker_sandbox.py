@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import docker
 import docker.errors
 import docker.types
 import requests
 import urllib3.exceptions
 
-import docker
 from evaluation.errors import BuildFailed, InfrastructureError, StartFailed
 from evaluation.health import Health, parse_health
 from evaluation.sandbox.port import RunningModel
@@ -155,6 +155,7 @@ class DockerSandbox:
         self._client_lock = asyncio.Lock()
         # container id -> network id, so stop() finds the network even if the container is already gone.
         self._networks: dict[str, str] = {}
+        self._host_cpus = 0  # learnt on connect; a CPU limit above it is refused by the daemon
 
     @property
     def config(self) -> SandboxConfig:
@@ -168,10 +169,17 @@ class DockerSandbox:
         async with self._client_lock:
             if self._client is None:
                 host = self._config.docker_host
+                # No host configured: the SDK's own default (DOCKER_HOST, else the system socket).
                 self._client = await self._blocking(
-                    lambda: docker.DockerClient(base_url=host, timeout=int(_API_TIMEOUT_S)),
-                    what=f"connect to the docker daemon at {host or 'the default socket'}",
+                    lambda: (
+                        docker.DockerClient(base_url=host, timeout=int(_API_TIMEOUT_S))
+                        if host
+                        else docker.from_env(timeout=int(_API_TIMEOUT_S))
+                    ),
+                    what=f"connect to the docker daemon at {host or 'DOCKER_HOST or the default socket'}",
                 )
+                info = await self._blocking(self._client.info, what="read the daemon's host facts")
+                self._host_cpus = int(info.get("NCPU") or 0)
             return self._client
 
     async def _blocking(
@@ -270,6 +278,12 @@ class DockerSandbox:
 
     # ----------------------------------------------------------------------------------------- run
 
+    def _cpu_limit(self) -> float:
+        """The configured CPU limit, capped at what the host has (a GPU server's setting on a laptop)."""
+        if self._host_cpus and self._config.cpus > self._host_cpus:
+            return float(self._host_cpus)
+        return self._config.cpus
+
     def _container_kwargs(self, image_id: str, name: str, network: str, labels: dict[str, str]) -> dict:
         """Arguments of ``containers.create`` for one isolated miner container."""
         config = self._config
@@ -287,7 +301,7 @@ class DockerSandbox:
             "mem_limit": config.memory,
             # No swap beyond the memory limit: a miner must not push the host into swapping.
             "memswap_limit": config.memory,
-            "nano_cpus": int(config.cpus * 1e9),
+            "nano_cpus": int(self._cpu_limit() * 1e9),
             "pids_limit": config.pids_limit,
             "environment": {"HOME": "/tmp", "PORT": str(config.port)},
             # A chatty miner must not fill the validator's disk with logs.
