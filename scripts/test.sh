@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DOCKER_HOST="$(bash scripts/dockerd.sh | tail -n 1 | sed 's/^DOCKER_HOST=//')"
 bash scripts/base_image.sh
+# Everything was just started: a Docker test that cannot find it must fail, not skip.
+export VV_REQUIRE_DOCKER=1
 exec .venv/bin/pytest "$@"

@@ -183,7 +183,7 @@ def print_round(
             f"{r.repo_id}@{r.revision[:8]}",
             r.status,
             r.score,
-            on_chain.get(r.uid, 0.0),
+            f"{on_chain.get(r.uid, 0.0):.4f}",
             (r.error or "")[:70],
         )
         for r in store.miner_rows()

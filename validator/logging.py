@@ -14,7 +14,19 @@ from typing import TextIO
 import structlog
 
 # Chatty third-party loggers that would drown the validator's own lines at info level.
-_QUIET_LIBRARIES = ("urllib3", "docker", "filelock", "huggingface_hub", "datasets", "websockets", "asyncio")
+_QUIET_LIBRARIES = (
+    "urllib3",
+    "docker",
+    "filelock",
+    "huggingface_hub",
+    "datasets",
+    "websockets",
+    "asyncio",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "aiohttp.access",
+)
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:

@@ -57,6 +57,8 @@ def load_subset(root: Path, subset: str, split: str = "test", *, cache_dir: Path
     files = sorted(folder.glob(f"{split}-*.parquet"))
     if not files:
         raise FileNotFoundError(f"no parquet files for {subset}/{split} under {folder}")
+    # Progress bars are for notebooks; in a daemon's log they are noise between JSON lines.
+    datasets.disable_progress_bars()
     dataset = datasets.load_dataset(
         "parquet",
         data_files={split: [str(path) for path in files]},
