@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# Static checks first: they take seconds and name the exact line.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check --quiet . || { echo "test.sh: run .venv/bin/ruff format ." >&2; exit 1; }
+.venv/bin/mypy validator evaluation neurons
 export DOCKER_HOST="$(bash scripts/dockerd.sh | tail -n 1 | sed 's/^DOCKER_HOST=//')"
 bash scripts/base_image.sh
 # Everything was just started: a Docker test that cannot find it must fail, not skip.

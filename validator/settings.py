@@ -133,4 +133,4 @@ class Settings(BaseSettings):
 
 def load_settings(cli_args: list[str] | None = None, **overrides: object) -> Settings:
     """Build the settings from flags, environment and defaults; ``overrides`` win over all of them."""
-    return Settings(_cli_parse_args=cli_args or [], **overrides)  # type: ignore[call-arg]
+    return Settings(_cli_parse_args=cli_args or [], **overrides)  # type: ignore[call-arg,arg-type]
