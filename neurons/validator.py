@@ -1,6 +1,7 @@
 """pm2 entry point: ``pm2 start neurons/validator.py --interpreter .venv/bin/python -- [--flags]``.
 
-It only wires settings, logging and the service; everything else lives in ``validator/``.
+It is ``voice-validator run`` under the name pm2 setups expect; settings, logging and the service are
+wired in ``validator/``.
 """
 
 from __future__ import annotations
@@ -8,28 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
-def main(argv: list[str]) -> int:
-    """Build the settings from ``argv`` and the environment, then run the daemon until signalled."""
-    import asyncio
-
-    from pydantic import ValidationError
-
-    from validator.cli import run_daemon
-    from validator.logging import configure_logging
-    from validator.settings import load_settings
-
-    try:
-        settings = load_settings(argv)
-    except ValidationError as exc:
-        print(f"invalid settings:\n{exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, settings.log_format)
-    return asyncio.run(run_daemon(settings))
-
-
 if __name__ == "__main__":
     # Run as a script, Python puts neurons/ first on sys.path, where this very file would shadow the
     # `validator` package; the repository root has to come first instead.
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-    sys.exit(main(sys.argv[1:]))
+    from validator.cli import main
+
+    sys.exit(main(["run", *sys.argv[1:]]))
