@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import structlog
 
-from validator.chain.port import Chain, Neuron, RawCommitment, WeightSetResult
+from validator.chain.port import Chain, Hyperparameters, Neuron, RawCommitment, WeightSetResult
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +46,33 @@ class ChainFacade:
         """Raw commitments of ``netuid``."""
         return await self._read("commitments", lambda: self._chain.commitments(netuid))
 
+    async def hyperparameters(self, netuid: int) -> Hyperparameters:
+        """Subnet hyperparameters the weight setter needs."""
+        return await self._read("hyperparameters", lambda: self._chain.hyperparameters(netuid))
+
+    async def current_weights(self, netuid: int) -> dict[int, float]:
+        """This validator's weights now on chain, summing to 1; ``{}`` if none."""
+        return await self._read("current_weights", lambda: self._chain.current_weights(netuid))
+
+    async def last_weights_block(self, netuid: int) -> int | None:
+        """Block of this validator's last weight set, ``None`` if never."""
+        return await self._read("last_weights_block", lambda: self._chain.last_weights_block(netuid))
+
+    async def commit_own(self, netuid: int, value: str) -> int:
+        """Commit ``value`` for the adapter's own hotkey; one attempt under the deadline.
+
+        Not retried: a commit that timed out may still land, and a second one would cost another
+        deposit. Raises :class:`ChainUnavailable` on a timeout or lost connection; the adapter's own
+        error when the chain refuses.
+        """
+        try:
+            return await asyncio.wait_for(self._chain.commit_own(netuid, value), timeout=self._timeout_s)
+        except (TimeoutError, ConnectionError) as exc:
+            raise ChainUnavailable(
+                f"commit did not complete within {self._timeout_s:.0f}s ({exc!r}); it may still land:"
+                " read the commitments back before trying again"
+            ) from exc
+
     async def set_weights(self, netuid: int, weights: dict[int, float], version_key: int) -> WeightSetResult:
         """One attempt to set weights; a timeout becomes an unsuccessful result, not an exception."""
         try:
@@ -54,6 +81,9 @@ class ChainFacade:
             )
         except TimeoutError:
             return WeightSetResult(False, f"set_weights timed out after {self._timeout_s:.0f}s", -1)
+        except ConnectionError as exc:
+            # A dropped connection is as transient as a timeout: the weight setter retries on the result.
+            return WeightSetResult(False, f"set_weights lost the chain connection: {exc!r}", -1)
 
     async def close(self) -> None:
         """Close the adapter, bounded by the same deadline."""

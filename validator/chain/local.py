@@ -29,13 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from validator.chain.port import Neuron, RawCommitment, WeightSetResult
+from validator.chain.port import Hyperparameters, Neuron, RawCommitment, WeightSetResult
 
 FORMAT_NAME = "voice-validator-local-chain"
 FORMAT_VERSION = 1
 MAX_COMMITMENT_BYTES = 128
 DEFAULT_MAX_UIDS = 256
 DEFAULT_WEIGHTS_RATE_LIMIT = 0
+LOCAL_TEMPO = 360
+"""The local chain has no epochs; it reports subtensor's default tempo so callers see a sane value."""
+LOCAL_MIN_VERSION_KEY = 0
 U16_MAX = 65535
 MAX_WEIGHT_HISTORY = 1000
 """Old weight sets are dropped beyond this, so a long demo does not grow the file without bound."""
@@ -546,6 +549,32 @@ class LocalChain:
     async def set_weights(self, netuid: int, weights: dict[int, float], version_key: int) -> WeightSetResult:
         """Set this validator's weights; refusals (rate limit, zero vector, ...) return ``success=False``."""
         return await asyncio.to_thread(self.set_weights_sync, netuid, dict(weights), version_key)
+
+    async def hyperparameters(self, netuid: int) -> Hyperparameters:
+        """The subnet's rate limit; tempo, commit-reveal and version key are fixed on the local chain."""
+        snapshot = await asyncio.to_thread(self.snapshot, netuid)
+        return Hyperparameters(
+            tempo=LOCAL_TEMPO,
+            weights_rate_limit=snapshot.weights_rate_limit,
+            commit_reveal=False,
+            version_key=LOCAL_MIN_VERSION_KEY,
+        )
+
+    async def current_weights(self, netuid: int) -> dict[int, float]:
+        """This validator's latest weights (summing to 1), ``{}`` if it never set any."""
+        weights, _ = await asyncio.to_thread(self.weights, netuid)
+        return weights
+
+    async def last_weights_block(self, netuid: int) -> int | None:
+        """Block of this validator's latest weight set, ``None`` if it never set any."""
+        _, block = await asyncio.to_thread(self.weights, netuid)
+        return block
+
+    async def commit_own(self, netuid: int, value: str) -> int:
+        """Commit ``value`` for this chain's own hotkey (see :meth:`commit`); returns the block."""
+        if not self.validator_hotkey:
+            raise LocalChainError("this LocalChain has no hotkey of its own to commit with")
+        return await asyncio.to_thread(self.commit, netuid, self.validator_hotkey, value)
 
     async def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""

@@ -17,6 +17,9 @@ class Neuron:
     uid: int
     hotkey: str
     registered_block: int  # block of the current registration; older commitments are ignored
+    validator_permit: bool = False
+    stake: float = 0.0
+    """Stake weight in TAO units (the subnet's total stake as the metagraph reports it)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,20 @@ class WeightSetResult:
     block: int
 
 
+@dataclass(frozen=True)
+class Hyperparameters:
+    """The subnet settings the weight setter needs."""
+
+    tempo: int
+    """Blocks per epoch."""
+    weights_rate_limit: int
+    """Minimum blocks between two weight sets by one validator."""
+    commit_reveal: bool
+    """Whether weights go through (timelocked) commit-reveal on this subnet."""
+    version_key: int
+    """The subnet's minimum weights version key; a lower ``version_key`` is refused by the chain."""
+
+
 class Chain(Protocol):
     """Reads the subnet's state and writes this validator's weights."""
 
@@ -52,8 +69,27 @@ class Chain(Protocol):
         """The latest commitment of every hotkey that has one on ``netuid``."""
         ...
 
+    async def hyperparameters(self, netuid: int) -> Hyperparameters:
+        """Tempo, weights rate limit, commit-reveal flag and minimum version key of ``netuid``."""
+        ...
+
+    async def current_weights(self, netuid: int) -> dict[int, float]:
+        """This validator's weights now on chain (uid -> weight, summing to 1); ``{}`` if none."""
+        ...
+
+    async def last_weights_block(self, netuid: int) -> int | None:
+        """Block of this validator's last weight set (subtensor's ``LastUpdate``); ``None`` if never."""
+        ...
+
     async def set_weights(self, netuid: int, weights: dict[int, float], version_key: int) -> WeightSetResult:
         """Set this validator's weights (uid -> non-negative weight); the adapter normalises."""
+        ...
+
+    async def commit_own(self, netuid: int, value: str) -> int:
+        """Write ``value`` as the commitment of this adapter's own hotkey; returns the block.
+
+        Used by the miner-side command. Raises an adapter error with a clear message when refused.
+        """
         ...
 
     async def close(self) -> None:
