@@ -326,11 +326,11 @@ def _decide(standings: list[Standing], policy: WeightPolicy, previous: str | Non
 
 
 @settings(max_examples=400, deadline=None)
-@given(standings=_standings(), policy=_policies, previous=st.integers(0, 41), data=st.data())
-def test_policy_properties(
-    standings: list[Standing], policy: WeightPolicy, previous: int, data: st.DataObject
-) -> None:
-    previous_leader = f"hk{previous}" if previous <= 40 else None
+@given(standings=_standings(), policy=_policies, data=st.data())
+def test_policy_properties(standings: list[Standing], policy: WeightPolicy, data: st.DataObject) -> None:
+    # Mostly a hotkey among the standings, so the incumbent-and-margin rule is exercised often.
+    candidates = st.sampled_from([s.hotkey for s in standings]) if standings else st.none()
+    previous_leader = data.draw(st.one_of(st.none(), st.just("gone"), candidates, candidates))
     eligible = _eligible(standings, policy)
     decision = _decide(standings, policy, previous_leader)
 
@@ -359,3 +359,28 @@ def test_policy_properties(
 
     shuffled = data.draw(st.permutations(standings))
     assert _decide(shuffled, policy, previous_leader) == decision
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    scores=st.lists(st.floats(min_value=0.5, max_value=100.0), min_size=2, max_size=6),
+    blocks=st.lists(st.integers(0, 3), min_size=6, max_size=6),
+    margin=st.floats(min_value=0.0, max_value=10.0),
+    incumbent_index=st.integers(0, 5),
+)
+def test_leader_rule_with_incumbent(
+    scores: list[float], blocks: list[int], margin: float, incumbent_index: int
+) -> None:
+    """All miners eligible, the previous leader among them: it holds unless beaten by more than the margin."""
+    standings = [
+        Standing(uid, f"hk{uid}", blocks[uid], (score,), frozenset({f"own{uid}"}))
+        for uid, score in enumerate(scores)
+    ]
+    incumbent = standings[incumbent_index % len(standings)]
+    best = min(standings, key=lambda s: (-s.scores[0], s.commit_block, s.uid))
+    decision = compute_weights(standings, WeightPolicy(leader_margin=margin), incumbent.hotkey)
+    if best.scores[0] > incumbent.scores[0] + margin:
+        assert decision.leader == best.uid
+    else:
+        assert decision.leader == incumbent.uid
+    assert decision.weights[decision.leader] == pytest.approx(0.8)

@@ -198,7 +198,7 @@ def compute_weights(
     incumbent = next((s for s in ranked if s.hotkey == previous_leader), None)
     if incumbent is not None and incumbent is not best:
         gap = score_of[best.uid] - score_of[incumbent.uid]
-        if gap > policy.leader_margin:
+        if score_of[best.uid] > score_of[incumbent.uid] + policy.leader_margin:
             leader_note += (
                 f", took the top from uid {incumbent.uid} by {gap:.2f} > margin {policy.leader_margin:.2f}"
             )
