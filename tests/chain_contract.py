@@ -11,15 +11,23 @@ The contract beyond the port's signatures:
 - commitments: one per hotkey, ``value`` is ``str``, made at or before the current block;
 - ``set_weights`` refusals (empty or all-zero vector, rate limit) come back as ``success=False`` with a
   message, never as an exception, because the weight setter retries on the result;
+- ``hyperparameters`` are non-negative ints and a bool; ``current_weights`` reads back what was set (sum 1,
+  within u16 rounding) and ``last_weights_block`` is the block of that set;
+- a hotkey that is not registered gets ``success=False`` with "not registered" in the message;
+- ``commit_own`` writes the adapter's own hotkey's commitment, read back by ``commitments`` at its block;
 - ``close`` may be awaited twice.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from validator.chain.port import Chain, Neuron, RawCommitment, WeightSetResult
+from validator.chain.port import Chain, Hyperparameters, Neuron, RawCommitment, WeightSetResult
+
+U16_TOLERANCE = 2 / 65535
+"""Weights travel as u16 on the real chain, so a read-back may differ by rounding."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,10 @@ class ContractSetup:
     weights: Mapping[int, float] = field(default_factory=dict)
     """A weight vector the chain should accept now (uids registered, validator allowed to set)."""
     version_key: int = 1
+    own_hotkey: str = ""
+    """The adapter's own (validator) hotkey; enables the ``commit_own`` check when set."""
+    hyperparameters: Hyperparameters | None = None
+    """What ``hyperparameters(netuid)`` must return exactly, when known."""
 
 
 async def check_block(chain: Chain) -> int:
@@ -56,6 +68,8 @@ async def check_neurons(chain: Chain, setup: ContractSetup) -> list[Neuron]:
         assert isinstance(neuron.uid, int) and neuron.uid >= 0, f"bad uid in {neuron!r}"
         assert isinstance(neuron.hotkey, str) and neuron.hotkey, f"bad hotkey in {neuron!r}"
         assert 0 <= neuron.registered_block <= block, f"registered_block outside 0..{block}: {neuron!r}"
+        assert isinstance(neuron.validator_permit, bool), f"validator_permit is not bool: {neuron!r}"
+        assert isinstance(neuron.stake, float) and neuron.stake >= 0, f"bad stake in {neuron!r}"
     uids = [n.uid for n in neurons]
     hotkeys = [n.hotkey for n in neurons]
     assert len(set(uids)) == len(uids), f"duplicate uids: {sorted(uids)}"
@@ -83,6 +97,19 @@ async def check_commitments(chain: Chain, setup: ContractSetup) -> list[RawCommi
     return commitments
 
 
+async def check_hyperparameters(chain: Chain, setup: ContractSetup) -> Hyperparameters:
+    """Hyperparameters have the right types and, when the setup knows them, the right values."""
+    hp = await chain.hyperparameters(setup.netuid)
+    assert isinstance(hp, Hyperparameters), f"hyperparameters() returned {hp!r}"
+    for name in ("tempo", "weights_rate_limit", "version_key"):
+        value = getattr(hp, name)
+        assert isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"bad {name} in {hp!r}"
+    assert isinstance(hp.commit_reveal, bool), f"commit_reveal is not bool: {hp!r}"
+    if setup.hyperparameters is not None:
+        assert hp == setup.hyperparameters, f"hyperparameters {hp!r} != expected {setup.hyperparameters!r}"
+    return hp
+
+
 async def check_set_weights_refusals(chain: Chain, setup: ContractSetup) -> None:
     """Empty and all-zero vectors are refused with a message, not raised."""
     some_uid = next(iter(setup.weights), 0)
@@ -101,7 +128,48 @@ async def check_set_weights_accepted(chain: Chain, setup: ContractSetup) -> Weig
     assert isinstance(result, WeightSetResult), f"set_weights returned {result!r}"
     assert result.success is True, f"valid weights refused: {result!r}"
     assert result.block >= before, f"weights set at block {result.block}, before block {before}"
+    await check_weights_read_back(chain, setup, result.block)
     return result
+
+
+async def check_weights_read_back(chain: Chain, setup: ContractSetup, block: int) -> None:
+    """The weights on chain are the setup's vector normalised to 1, set at ``block``."""
+    on_chain = await chain.current_weights(setup.netuid)
+    total = math.fsum(w for w in setup.weights.values() if w > 0)
+    expected = {uid: w / total for uid, w in setup.weights.items() if w > 0}
+    assert set(on_chain) == set(expected), f"weights on chain {on_chain} != expected {expected}"
+    assert math.isclose(math.fsum(on_chain.values()), 1.0, abs_tol=1e-9), (
+        f"weights do not sum to 1: {on_chain}"
+    )
+    for uid, weight in expected.items():
+        assert abs(on_chain[uid] - weight) <= U16_TOLERANCE, f"uid {uid}: {on_chain[uid]} != {weight}"
+    last = await chain.last_weights_block(setup.netuid)
+    assert last == block, f"last_weights_block {last} != block of the set {block}"
+
+
+async def check_set_weights_not_registered(chain: Chain, setup: ContractSetup) -> WeightSetResult:
+    """``chain`` signs with a hotkey that is not registered: refused with a message, not raised."""
+    assert setup.weights, "the setup must provide a weight vector"
+    result = await chain.set_weights(setup.netuid, dict(setup.weights), setup.version_key)
+    assert isinstance(result, WeightSetResult), f"set_weights returned {result!r}"
+    assert result.success is False, f"an unregistered hotkey set weights: {result!r}"
+    assert "not registered" in result.message, f"refusal does not say 'not registered': {result!r}"
+    assert await chain.current_weights(setup.netuid) == {}, "an unregistered hotkey has weights"
+    assert await chain.last_weights_block(setup.netuid) is None, "an unregistered hotkey has a LastUpdate"
+    return result
+
+
+async def check_commit_own(chain: Chain, setup: ContractSetup, value: str = "contract:check:0:v2") -> int:
+    """``commit_own`` lands in a block at or after the current one and reads back under the own hotkey."""
+    assert setup.own_hotkey, "the setup must name the adapter's own hotkey"
+    before = await chain.block()
+    block = await chain.commit_own(setup.netuid, value)
+    assert isinstance(block, int) and block >= before, f"commit landed at block {block!r}, before {before}"
+    found = {c.hotkey: c for c in await chain.commitments(setup.netuid)}
+    mine = found.get(setup.own_hotkey)
+    assert mine is not None, f"own commitment not read back; hotkeys with one: {sorted(found)}"
+    assert (mine.value, mine.block) == (value, block), f"read back {mine!r}, expected {value!r} at {block}"
+    return block
 
 
 async def check_set_weights_rate_limited(chain: Chain, setup: ContractSetup) -> WeightSetResult:
@@ -127,7 +195,10 @@ async def run_chain_contract(chain: Chain, setup: ContractSetup) -> None:
     await check_block(chain)
     await check_neurons(chain, setup)
     await check_commitments(chain, setup)
+    await check_hyperparameters(chain, setup)
     await check_set_weights_refusals(chain, setup)
     await check_set_weights_accepted(chain, setup)
+    if setup.own_hotkey:
+        await check_commit_own(chain, setup)
     await check_block(chain)
     await check_close(chain)

@@ -15,14 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.chain_contract import ContractSetup, check_set_weights_rate_limited, run_chain_contract
+from tests.chain_contract import (
+    ContractSetup,
+    check_set_weights_not_registered,
+    check_set_weights_rate_limited,
+    run_chain_contract,
+)
 from validator.chain.local import (
     MAX_COMMITMENT_BYTES,
     CorruptChainFileError,
     LocalChain,
     LocalChainError,
 )
-from validator.chain.port import Neuron, RawCommitment
+from validator.chain.port import Hyperparameters, Neuron, RawCommitment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NETUID = 1
@@ -382,6 +387,8 @@ async def test_local_chain_passes_the_chain_contract(chain_path: Path) -> None:
         registered=frozenset({VALIDATOR, "m1", "m2"}),
         committed={"m1": "alice:voice:0:" + "a" * 40 + ":0:v2", "m2": "not even close", "gone": "old"},
         weights={1: 0.7, 2: 0.3},
+        own_hotkey=VALIDATOR,
+        hyperparameters=Hyperparameters(tempo=360, weights_rate_limit=0, commit_reveal=False, version_key=0),
     )
     await run_chain_contract(chain, setup)
 
@@ -392,3 +399,19 @@ async def test_local_chain_passes_the_rate_limit_contract(chain_path: Path) -> N
     chain.register(NETUID, "m1")
     setup = ContractSetup(netuid=NETUID, registered=frozenset({VALIDATOR, "m1"}), weights={1: 1.0})
     await check_set_weights_rate_limited(chain, setup)
+
+
+async def test_local_chain_passes_the_not_registered_contract(chain_path: Path) -> None:
+    admin = LocalChain(chain_path, "")
+    admin.register(NETUID, "m1")
+    chain = LocalChain(chain_path, VALIDATOR)
+    setup = ContractSetup(netuid=NETUID, registered=frozenset({"m1"}), weights={0: 1.0})
+    await check_set_weights_not_registered(chain, setup)
+
+
+async def test_commit_own_needs_a_hotkey(chain_path: Path) -> None:
+    with pytest.raises(LocalChainError, match="no hotkey"):
+        await LocalChain(chain_path, "").commit_own(NETUID, "x")
+    chain = LocalChain(chain_path, VALIDATOR)
+    with pytest.raises(LocalChainError, match="not registered"):
+        await chain.commit_own(NETUID, "x")

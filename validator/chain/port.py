@@ -19,7 +19,8 @@ class Neuron:
     registered_block: int  # block of the current registration; older commitments are ignored
     validator_permit: bool = False
     stake: float = 0.0
-    """Stake weight in TAO units (the subnet's total stake as the metagraph reports it)."""
+    """Stake weight in whole tokens: the metagraph's total stake (alpha units on dynamic subnets, where
+    the SDK refuses to call it TAO). Only compared between neurons of one subnet."""
 
 
 @dataclass(frozen=True)
