@@ -20,6 +20,7 @@ import structlog
 
 from evaluation.errors import MinerResponseError, SubmissionRejected
 from evaluation.fetch import RepoSource, check_repo
+from evaluation.fingerprint import content_fingerprint, weights_fingerprint
 from evaluation.miner_client import MinerClient
 from evaluation.sandbox.port import RunningModel, Sandbox
 from evaluation.types import EvaluationResult, SampleResult, Submission, SubsetScore
@@ -94,8 +95,10 @@ class Pipeline:
         )
         self._work_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"uid{submission.uid}-", dir=self._work_dir))
+        fingerprints: tuple[str, ...] = ()
         try:
             repo_dir = await self._source.fetch(submission, scratch)
+            fingerprints = await asyncio.to_thread(repo_fingerprints, repo_dir)
             await asyncio.to_thread(
                 check_repo, repo_dir, submission.hotkey if self._config.check_hotkey else None
             )
@@ -113,13 +116,18 @@ class Pipeline:
                 score=0.0,
                 error=f"{type(exc).__name__}: {exc}",
                 duration_s=time.monotonic() - started,
+                fingerprints=fingerprints,
             )
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
         score = overall_score({s.subset: s.score for s in subsets})
         bound.info("evaluated", score=round(score, 2), subsets={s.subset: round(s.score, 2) for s in subsets})
         return EvaluationResult(
-            submission=submission, score=score, subsets=tuple(subsets), duration_s=time.monotonic() - started
+            submission=submission,
+            score=score,
+            subsets=tuple(subsets),
+            duration_s=time.monotonic() - started,
+            fingerprints=fingerprints,
         )
 
     async def _query_all(self, model: RunningModel, sink: ResultSink | None) -> list[SubsetScore]:
@@ -137,6 +145,15 @@ class Pipeline:
 
             results = await asyncio.gather(*(one(i) for items in self._items.values() for i in items))
         return [_aggregate(subset, [r for r in results if r.subset == subset]) for subset in self._items]
+
+
+def repo_fingerprints(repo_dir: Path) -> tuple[str, ...]:
+    """The repo's fingerprints, tagged by kind so a content hash never meets a weights hash."""
+    found = [f"content:{content_fingerprint(repo_dir)}"]
+    weights = weights_fingerprint(repo_dir)
+    if weights is not None:
+        found.append(f"weights:{weights}")
+    return tuple(found)
 
 
 async def _query_one(client: MinerClient, item: Item, evaluator: Evaluator) -> SampleResult:

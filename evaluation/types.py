@@ -64,6 +64,8 @@ class EvaluationResult:
     error: str | None = None
     duration_s: float = 0.0
     details: dict[str, str] = field(default_factory=dict)
+    # Content fingerprints of the fetched repo (see evaluation.fingerprint): equal ones mean a copy.
+    fingerprints: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -106,9 +106,10 @@ async def test_validator_round_on_real_docker(
         assert rows[CAROL].status == "rejected" and "hotkey" in (rows[CAROL].error or "")
 
         # A new revision is evaluated, and the weights follow it.
-        rev_alice2 = w.miner(ALICE, "alice/voice", "B")
+        rev_alice2 = w.miner(ALICE, "alice/voice", "B", name="alice-v2")
         await run_until_settled(w)
-        assert w.weights()[uid[ALICE]] == pytest.approx(w.weights()[uid[BOB]])
+        # Alice now ties Bob at 25; a tie is no margin, so the leader stays and nothing flip-flops.
+        assert w.weights() == {uid[ALICE]: pytest.approx(0.8), uid[BOB]: pytest.approx(0.2)}
 
         # The operator's status command reads the same database.
         out = io.StringIO()

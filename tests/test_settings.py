@@ -52,3 +52,15 @@ def test_settings_table_lists_every_field() -> None:
 def test_readme_documents_every_setting_as_the_code_does() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert settings_table(markdown=True) in readme, "regenerate with: voice-validator settings --markdown"
+
+
+def test_legacy_bittensor_flags_map_to_settings() -> None:
+    settings = load_settings([
+        "--subtensor.network", "test",
+        "--subtensor.chain_endpoint=ws://127.0.0.1:9944",
+        "--wallet.name", "cold", "--wallet.hotkey", "hot", "--wallet.path", "/w",
+        "--netuid", "42", "--chain", "bittensor",
+    ])  # fmt: skip
+    assert (settings.subtensor_network, settings.subtensor_chain_endpoint) == ("test", "ws://127.0.0.1:9944")
+    assert (settings.wallet_name, settings.wallet_hotkey, settings.wallet_path) == ("cold", "hot", "/w")
+    assert settings.netuid == 42 and settings.chain == "bittensor"

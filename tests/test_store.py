@@ -106,33 +106,72 @@ def test_failed_evaluation_retries_after_backoff_then_gives_up(store: Store) -> 
     assert store.miner_rows()[0].status == "failed"
 
 
-def test_current_scores_use_newest_scored_revision(store: Store) -> None:
+def scores_of(store: Store, *neurons: Neuron) -> dict[int, tuple[float, ...]]:
+    return {st.uid: st.scores for st in store.standings(list(neurons))}
+
+
+def test_standing_is_newest_finished_revision(store: Store) -> None:
     store.record_submission(sub(revision=REV_A, block=10))
     finish(store, 40.0)
     store.record_submission(sub(revision=REV_B, block=20))
-    neurons = [Neuron(uid=1, hotkey="hk1", registered_block=1)]
-    assert store.current_scores(neurons) == {1: 40.0}  # B still queued: A's score stands
+    neuron = Neuron(uid=1, hotkey="hk1", registered_block=1)
+    assert scores_of(store, neuron) == {1: (40.0,)}  # B still queued: A's standing holds
     finish(store, 70.0)
-    assert store.current_scores(neurons) == {1: 70.0}
+    (standing,) = store.standings([neuron])
+    assert standing.scores == (70.0,) and standing.commit_block == 20
 
 
-def test_rejected_submission_scores_zero(store: Store) -> None:
+def test_rejected_submission_has_no_valid_scores(store: Store) -> None:
     store.record_submission(sub())
     finish(store, 0.0, error="RepoInvalid: hotkey mismatch")
-    assert store.current_scores([Neuron(1, "hk1", 1)]) == {1: 0.0}
+    assert scores_of(store, Neuron(1, "hk1", 1)) == {1: ()}
     assert store.miner_rows()[0].status == "rejected"
+
+
+def test_standing_keeps_fingerprints(store: Store) -> None:
+    store.record_submission(sub())
+    claim = store.claim_next()
+    assert claim is not None
+    result = EvaluationResult(claim.submission, 50.0, fingerprints=("content:ab", "weights:cd"))
+    store.finish_evaluation(claim, result)
+    (standing,) = store.standings([Neuron(1, "hk1", 1)])
+    assert standing.fingerprints == frozenset({"content:ab", "weights:cd"})
 
 
 def test_scores_before_reregistration_do_not_count(store: Store) -> None:
     store.record_submission(sub(block=10))
     finish(store, 90.0)
-    assert store.current_scores([Neuron(uid=1, hotkey="hk1", registered_block=11)]) == {}
+    assert store.standings([Neuron(uid=1, hotkey="hk1", registered_block=11)]) == []
+
+
+def test_database_from_schema_1_is_migrated_in_place(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "v.db")
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO submissions (hotkey, uid, repo_id, revision, competition, commit_block, status,"
+        " created_at, updated_at) VALUES ('hk1', 1, 'ns/m', ?, 'v2', 5, 'queued', 0, 0)",
+        (REV_A,),
+    )
+    conn.commit()
+    conn.close()
+    store = Store.open(tmp_path / "v.db")
+    assert store.schema_version == len(MIGRATIONS)
+    claim = store.claim_next()
+    assert claim is not None and claim.submission.revision == REV_A  # old rows survive the upgrade
+    store.close()
 
 
 def test_weight_sets_are_kept(store: Store) -> None:
     assert store.last_weight_set() is None
-    store.record_weight_set(5, {1: 0.25, 2: 0.75}, True, "ok")
+    store.record_weight_set(5, {1: 0.25, 2: 0.75}, True, "ok", leader="hk2")
     store.record_weight_set(6, {1: 1.0}, False, "rate limited")
-    assert store.last_weight_set() is not None and store.last_weight_set().weights == {1: 0.25, 2: 0.75}
+    accepted = store.last_weight_set()
+    assert accepted is not None and accepted.weights == {1: 0.25, 2: 0.75} and accepted.leader == "hk2"
     latest = store.last_weight_set(successful_only=False)
     assert latest is not None and latest.success is False and latest.block == 6
+    store.record_weight_set(7, {1: 1.0}, False, "dry run", leader="hk1", dry_run=True)
+    dry = store.last_weight_set()
+    assert dry is not None and dry.dry_run and dry.leader == "hk1"  # a dry run's leader carries over

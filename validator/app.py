@@ -17,9 +17,12 @@ from evaluation.voicebench.dataset import Item, load_subset
 from evaluation.voicebench.fixture import build_fixture
 from validator.chain.facade import ChainFacade
 from validator.chain.local import LocalChain
+from validator.chain.port import Chain
 from validator.service import ServiceConfig, ValidatorService
 from validator.settings import Settings
 from validator.store import Store
+from validator.version import version_key
+from validator.weights import WeightPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -78,9 +81,30 @@ async def load_benchmark(settings: Settings) -> dict[str, Sequence[Item]]:
     return benchmark
 
 
-def make_chain(settings: Settings) -> ChainFacade:
-    """The chain adapter chosen by ``settings.chain``, behind the facade."""
-    adapter = LocalChain(settings.local_chain_file, settings.validator_hotkey)
+async def make_chain(settings: Settings) -> ChainFacade:
+    """The chain adapter chosen by ``settings.chain``, behind the facade.
+
+    With a real chain the wallet's hotkey is read now, so a missing or unreadable wallet stops the
+    validator at start with the path in the message instead of at the first weight set.
+    """
+    adapter: Chain
+    if settings.chain == "bittensor":
+        # Imported only when chosen: the SDK is heavy, and the local chain needs none of it.
+        from validator.chain.bittensor_chain import BittensorChain
+
+        real = BittensorChain(
+            settings.subtensor_network,
+            chain_endpoint=settings.subtensor_chain_endpoint,
+            wallet_name=settings.wallet_name,
+            wallet_hotkey=settings.wallet_hotkey,
+            wallet_path=settings.wallet_path,
+            call_timeout_s=settings.chain_timeout_s,
+        )
+        hotkey = await asyncio.to_thread(lambda: real.hotkey)
+        log.info("wallet loaded", hotkey=hotkey, network=settings.subtensor_network)
+        adapter = real
+    else:
+        adapter = LocalChain(settings.local_chain_file, settings.validator_hotkey)
     return ChainFacade(adapter, timeout_s=settings.chain_timeout_s)
 
 
@@ -106,7 +130,7 @@ async def open_app(
     async with AsyncExitStack() as stack:
         store = await asyncio.to_thread(Store.open, settings.database_path)
         stack.callback(store.close)
-        chain = make_chain(settings)
+        chain = await make_chain(settings)
         stack.push_async_callback(chain.close)
         sandbox = sandbox or DockerSandbox(sandbox_config(settings))
         stack.push_async_callback(sandbox.close)
@@ -128,11 +152,25 @@ def service_config(settings: Settings) -> ServiceConfig:
     """The daemon's knobs, from settings."""
     return ServiceConfig(
         netuid=settings.netuid,
-        competition=settings.competition,
-        version_key=settings.version_key,
+        competitions=frozenset(settings.competitions),
+        version_key=settings.version_key if settings.version_key is not None else version_key(),
         sync_interval_s=settings.sync_interval_s,
         weights_interval_s=settings.weights_interval_s,
         eval_workers=settings.eval_workers,
         max_attempts=settings.max_attempts,
         retry_backoff_s=settings.retry_backoff_s,
+        policy=weight_policy(settings),
+        weights_dry_run=settings.weights_dry_run,
+        weights_retries=settings.weights_retries,
+    )
+
+
+def weight_policy(settings: Settings) -> WeightPolicy:
+    """The weight policy's knobs, from settings."""
+    return WeightPolicy(
+        smoothing=settings.weights_smoothing,
+        leader_margin=settings.weights_leader_margin,
+        leader_share=settings.weights_leader_share,
+        baseline=settings.weights_baseline,
+        burn_uid=settings.weights_burn_uid,
     )

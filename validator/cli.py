@@ -142,7 +142,7 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
         hotkey=args.hotkey or "",
         repo_id=args.repo or "local/" + args.repo_dir.resolve().name,
         revision=args.revision or LOCAL_REVISION,
-        competition=settings.competition,
+        competition=settings.competitions[0],
     )
     config = dataclasses.replace(pipeline_config(settings), check_hotkey=bool(args.hotkey))
     sandbox = DockerSandbox(sandbox_config(settings))

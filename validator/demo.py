@@ -132,7 +132,7 @@ async def run_demo(
         )
         chain = LocalChain(chain_file, VALIDATOR_HOTKEY)
         await asyncio.to_thread(
-            seed_chain, chain, settings.netuid, hub_root, work, example, settings.competition
+            seed_chain, chain, settings.netuid, hub_root, work, example, settings.competitions[0]
         )
         print(
             f"local chain: {chain_file}\nlocal hub:   {hub_url}\nminers committed: {len(DEMO_MINERS)}",

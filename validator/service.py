@@ -9,18 +9,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from evaluation.errors import InfrastructureError
 from evaluation.pipeline import Pipeline
 from evaluation.types import SampleResult
-from validator.chain.facade import ChainFacade
-from validator.chain.port import WeightSetResult
+from validator.chain.facade import ChainFacade, ChainUnavailable
+from validator.chain.port import Hyperparameters, WeightSetResult
 from validator.commitments import submissions_from_chain
 from validator.store import QueuedEvaluation, Store
-from validator.weights import WeightsNotReady, weights_from_scores
+from validator.weights import WeightPolicy, WeightsNotReady, compute_weights
 
 log = structlog.get_logger(__name__)
 
@@ -32,13 +32,17 @@ class ServiceConfig:
     """The daemon's timing and policy knobs (taken from Settings by the composition root)."""
 
     netuid: int
-    competition: str
+    competitions: frozenset[str]
     version_key: int
     sync_interval_s: float
     weights_interval_s: float
     eval_workers: int
     max_attempts: int
     retry_backoff_s: float
+    policy: WeightPolicy = field(default_factory=WeightPolicy)
+    weights_dry_run: bool = False
+    weights_retries: int = 3
+    weights_retry_backoff_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ class ValidatorService:
         neurons = await self._chain.neurons(self._config.netuid)
         raw = await self._chain.commitments(self._config.netuid)
         submissions, rejected = submissions_from_chain(
-            neurons, raw, allowed_competitions=frozenset({self._config.competition})
+            neurons, raw, allowed_competitions=self._config.competitions
         )
         for commitment, reason in rejected:
             key = (commitment.hotkey, commitment.value)
@@ -196,22 +200,98 @@ class ValidatorService:
     # --- weights -------------------------------------------------------------------------------
 
     async def set_weights_once(self) -> WeightSetResult | None:
-        """Compute weights from stored scores and set them. None when the inputs are not ready."""
-        neurons = await self._chain.neurons(self._config.netuid)
-        scores = await asyncio.to_thread(self._store.current_scores, neurons)
+        """Compute weights from the stored standings and set them, within the chain's rate limit.
+
+        Returns None, leaving the chain untouched, when the inputs are not ready (no sync yet, nobody
+        eligible), when the rate limit has not passed, or in a dry run.
+        """
+        if self._last_sync_block < 0:
+            log.info("weights wait for the first chain sync")
+            return None
+        netuid = self._config.netuid
+        neurons = await self._chain.neurons(netuid)
+        standings = await asyncio.to_thread(self._store.standings, neurons)
+        if not any(st.scores for st in standings):
+            # Nothing evaluated yet (a fresh start): even a burn would only say "no data".
+            log.info("weights not set: nothing evaluated yet, chain left untouched")
+            return None
+        previous = await asyncio.to_thread(self._store.last_weight_set)
         try:
-            weights = weights_from_scores(scores, {n.uid for n in neurons})
+            decision = compute_weights(standings, self._config.policy, previous.leader if previous else None)
         except WeightsNotReady as exc:
             log.info("weights not set: chain left untouched", reason=str(exc))
             return None
-        result = await self._chain.set_weights(self._config.netuid, weights, self._config.version_key)
+        leader = decision.leader_hotkey
+        shown = {uid: round(w, 4) for uid, w in decision.weights.items()}
+        if self._config.weights_dry_run:
+            block = await self._chain.block()
+            log.info(
+                "dry run: weights computed, not submitted",
+                weights=shown,
+                leader=decision.leader,
+                reasons=decision.reasons,
+            )
+            await asyncio.to_thread(
+                self._store.record_weight_set,
+                block,
+                decision.weights,
+                False,
+                "dry run",
+                leader=leader,
+                dry_run=True,
+            )
+            return None
+        hyper = await self._chain.hyperparameters(self._config.netuid)
+        if not await self._rate_limit_passed(hyper):
+            return None
+        # The subnet may require a newer weights version than ours; sending less is refused on chain.
+        result = await self._submit(decision.weights, max(self._config.version_key, hyper.version_key))
         await asyncio.to_thread(
-            self._store.record_weight_set, result.block, weights, result.success, result.message
+            self._store.record_weight_set,
+            result.block,
+            decision.weights,
+            result.success,
+            result.message,
+            leader=leader,
         )
         if result.success:
-            log.info("weights set", block=result.block, weights={u: round(w, 4) for u, w in weights.items()})
+            log.info("weights set", block=result.block, weights=shown, leader=decision.leader)
         else:
-            log.warning("weight set refused", message=result.message)
+            log.warning("weight set refused", message=result.message, weights=shown)
+        return result
+
+    async def _rate_limit_passed(self, hyper: Hyperparameters) -> bool:
+        """Whether the chain would accept a weight set now; waiting beats a refused extrinsic."""
+        last = await self._chain.last_weights_block(self._config.netuid)
+        block = await self._chain.block()
+        if last is not None and block - last < hyper.weights_rate_limit:
+            log.info(
+                "weights wait for the chain's rate limit",
+                block=block,
+                next_allowed_block=last + hyper.weights_rate_limit,
+            )
+            return False
+        return True
+
+    async def _submit(self, weights: dict[int, float], version_key: int) -> WeightSetResult:
+        """Submit, retrying transient failures with backoff; a rate-limit refusal is not retried."""
+        result = WeightSetResult(False, "not attempted", -1)
+        for attempt in range(self._config.weights_retries + 1):
+            try:
+                result = await self._chain.set_weights(self._config.netuid, weights, version_key)
+            except ChainUnavailable as exc:
+                result = WeightSetResult(False, str(exc), -1)
+            if result.success or "rate limit" in result.message.lower():
+                return result
+            if attempt < self._config.weights_retries:
+                delay = self._config.weights_retry_backoff_s * 2**attempt
+                log.warning(
+                    "weight set failed; retrying",
+                    message=result.message,
+                    attempt=attempt + 1,
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
         return result
 
     async def _weights_loop(self) -> None:

@@ -31,20 +31,55 @@ class Settings(BaseSettings):
 
     # --- chain ---------------------------------------------------------------------------------
     netuid: int = Field(1, ge=0, description="Subnet id whose miners are evaluated.")
-    chain: Literal["local"] = Field(
+    chain: Literal["local", "bittensor"] = Field(
         "local",
-        description="Chain backend. 'local' is the file-backed development chain; the bittensor network "
-        "backend arrives with the chain layer.",
+        description="Chain backend: 'bittensor' for a real subtensor, 'local' for the file-backed "
+        "development chain.",
     )
+    subtensor_network: str = Field(
+        "finney", description="Subtensor network: finney, test, local, or a ws(s):// URL."
+    )
+    subtensor_chain_endpoint: str | None = Field(
+        None, description="Subtensor websocket endpoint; overrides the network's default."
+    )
+    wallet_name: str = Field("default", description="Wallet (coldkey) name.")
+    wallet_hotkey: str = Field("default", description="Hotkey name inside the wallet.")
+    wallet_path: str = Field("~/.bittensor/wallets", description="Folder holding the wallets.")
     local_chain_file: Path = Field(
         Path("var/local-chain.json"), description="State file of the local development chain."
     )
     validator_hotkey: str = Field(
-        "validator", min_length=1, description="This validator's hotkey (SS58) on the chain."
+        "validator", min_length=1, description="This node's hotkey (SS58) on the local chain."
     )
-    competition: str = Field("v2", description="Competition id accepted in miner commitments.")
-    version_key: int = Field(1, ge=0, description="version_key sent with every weight set.")
+    competitions: list[str] = Field(
+        default_factory=lambda: ["v2"],
+        description="Competition ids accepted in miner commitments (JSON list).",
+    )
+    version_key: int | None = Field(
+        None, ge=0, description="version_key of weight sets; default derived from the package version."
+    )
     chain_timeout_s: float = Field(30.0, gt=0, description="Deadline of one chain call.")
+
+    # --- weights -------------------------------------------------------------------------------
+    weights_dry_run: bool = Field(
+        False, description="Compute and log weights, record them, but never submit them."
+    )
+    weights_smoothing: float = Field(
+        0.5, gt=0, le=1, description="EMA factor of a submission's newest evaluation (1: newest only)."
+    )
+    weights_leader_margin: float = Field(
+        1.0, ge=0, description="Points (0-100) a challenger must beat the leader by to take the top."
+    )
+    weights_leader_share: float = Field(
+        0.8, ge=0.5, le=1, description="Weight of the top miner; the others share the rest."
+    )
+    weights_baseline: float = Field(
+        0.0, ge=0, lt=100, description="Score (0-100) a miner must exceed to earn any weight."
+    )
+    weights_burn_uid: int | None = Field(
+        None, ge=0, description="uid that receives all weight when no miner exceeds the baseline."
+    )
+    weights_retries: int = Field(3, ge=0, description="Retries of a weight set that failed transiently.")
 
     # --- storage -------------------------------------------------------------------------------
     data_dir: Path = Field(Path("var"), description="Folder for the database, repos and caches.")
@@ -110,7 +145,7 @@ class Settings(BaseSettings):
         "auto", description="'auto': console on a terminal, JSON lines otherwise."
     )
 
-    @field_validator("hub_endpoint", "docker_host", mode="before")
+    @field_validator("hub_endpoint", "docker_host", "subtensor_chain_endpoint", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -131,6 +166,27 @@ class Settings(BaseSettings):
         return self.data_dir / "repos"
 
 
+# Flags that pm2 start lines of other Bittensor validators use; each means one of our settings.
+LEGACY_FLAGS = {
+    "--subtensor.network": "--subtensor-network",
+    "--subtensor.chain_endpoint": "--subtensor-chain-endpoint",
+    "--wallet.name": "--wallet-name",
+    "--wallet.hotkey": "--wallet-hotkey",
+    "--wallet.path": "--wallet-path",
+    "--netuid": "--netuid",
+}
+
+
+def translate_legacy_flags(args: list[str]) -> list[str]:
+    """Rewrite ``--wallet.name x`` / ``--wallet.name=x`` style flags to this project's flags."""
+    out = []
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        out.append(LEGACY_FLAGS.get(flag, flag) + eq + value if flag in LEGACY_FLAGS else arg)
+    return out
+
+
 def load_settings(cli_args: list[str] | None = None, **overrides: object) -> Settings:
     """Build the settings from flags, environment and defaults; ``overrides`` win over all of them."""
-    return Settings(_cli_parse_args=cli_args or [], **overrides)  # type: ignore[call-arg,arg-type]
+    args = translate_legacy_flags(list(cli_args or []))
+    return Settings(_cli_parse_args=args, **overrides)  # type: ignore[call-arg,arg-type]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from evaluation.types import EvaluationResult, SampleResult, Submission
 from validator.chain.port import Neuron
+from validator.weights import Standing
 
 # Each entry migrates the schema from version i to i+1; PRAGMA user_version records where a file stands.
 MIGRATIONS: tuple[str, ...] = (
@@ -82,6 +83,11 @@ MIGRATIONS: tuple[str, ...] = (
         message     TEXT    NOT NULL
     );
     """,
+    """
+    ALTER TABLE submissions ADD COLUMN fingerprints TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE weight_sets ADD COLUMN leader TEXT;
+    ALTER TABLE weight_sets ADD COLUMN dry_run INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCORED_STATUSES = ("evaluated", "rejected")
@@ -124,6 +130,8 @@ class WeightSetRow:
     weights: dict[int, float]
     success: bool
     message: str
+    leader: str | None = None
+    dry_run: bool = False
 
 
 class Store:
@@ -289,8 +297,9 @@ class Store:
                 [(claim.evaluation_id, s.subset, s.score, s.samples, s.failures) for s in result.subsets],
             )
             conn.execute(
-                "UPDATE submissions SET status = ?, last_error = ?, updated_at = ? WHERE id = ?",
-                (status, result.error, now, claim.submission_id),
+                "UPDATE submissions SET status = ?, last_error = ?, fingerprints = ?, updated_at = ?"
+                " WHERE id = ?",
+                (status, result.error, json.dumps(sorted(result.fingerprints)), now, claim.submission_id),
             )
 
     def fail_evaluation(self, claim: QueuedEvaluation, error: str, retry_at: float | None) -> None:
@@ -323,44 +332,70 @@ class Store:
 
     # --- scores and weights --------------------------------------------------------------------
 
-    def current_scores(self, neurons: Sequence[Neuron]) -> dict[int, float]:
-        """Each registered neuron's score: that of its newest scored submission since it registered.
+    def standings(self, neurons: Sequence[Neuron]) -> list[Standing]:
+        """Each registered neuron's current standing: its newest finished submission since it registered,
+        with the scores of that submission's valid evaluations and its fingerprints.
 
-        A neuron whose newest revision is still in the queue keeps its previous score meanwhile, so
-        committing a new revision never drops a miner to zero; a neuron never scored is absent.
+        A neuron whose newest revision is still in the queue keeps its previous standing meanwhile, so
+        committing a new revision never drops a miner to zero. A rejected submission has no valid
+        evaluation, so it stands with no scores. A neuron never evaluated is absent.
         """
-        scores: dict[int, float] = {}
+        standings: list[Standing] = []
         with self._lock:
             for neuron in neurons:
                 row = self._conn.execute(
-                    "SELECT e.score FROM submissions s JOIN evaluations e ON e.submission_id = s.id"
-                    " WHERE s.hotkey = ? AND s.commit_block >= ? AND s.status IN (?, ?)"
-                    " AND e.finished_at IS NOT NULL AND e.score IS NOT NULL"
-                    " ORDER BY s.commit_block DESC, e.id DESC LIMIT 1",
+                    "SELECT id, commit_block, fingerprints FROM submissions"
+                    " WHERE hotkey = ? AND commit_block >= ? AND status IN (?, ?)"
+                    " ORDER BY commit_block DESC, id DESC LIMIT 1",
                     (neuron.hotkey, neuron.registered_block, *SCORED_STATUSES),
                 ).fetchone()
-                if row is not None:
-                    scores[neuron.uid] = float(row["score"])
-        return scores
+                if row is None:
+                    continue
+                scores = self._conn.execute(
+                    "SELECT score FROM evaluations WHERE submission_id = ? AND finished_at IS NOT NULL"
+                    " AND error IS NULL AND score IS NOT NULL ORDER BY id",
+                    (row["id"],),
+                ).fetchall()
+                standings.append(
+                    Standing(
+                        uid=neuron.uid,
+                        hotkey=neuron.hotkey,
+                        commit_block=int(row["commit_block"]),
+                        scores=tuple(float(r["score"]) for r in scores),
+                        fingerprints=frozenset(json.loads(row["fingerprints"])),
+                    )
+                )
+        return standings
 
-    def record_weight_set(self, block: int, weights: dict[int, float], success: bool, message: str) -> None:
-        """Keep every weight set attempt, including refused ones."""
+    def record_weight_set(
+        self,
+        block: int,
+        weights: dict[int, float],
+        success: bool,
+        message: str,
+        *,
+        leader: str | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        """Keep every weight set attempt, including refused ones and dry runs."""
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO weight_sets (created_at, block, weights, success, message)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO weight_sets (created_at, block, weights, success, message, leader, dry_run)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     time.time(),
                     block,
                     json.dumps({str(k): v for k, v in weights.items()}),
                     int(success),
                     message,
+                    leader,
+                    int(dry_run),
                 ),
             )
 
     def last_weight_set(self, *, successful_only: bool = True) -> WeightSetRow | None:
-        """The newest recorded weight set."""
-        where = "WHERE success = 1" if successful_only else ""
+        """The newest recorded weight set; with ``successful_only``, the newest accepted or dry-run one."""
+        where = "WHERE success = 1 OR dry_run = 1" if successful_only else ""
         with self._lock:
             row = self._conn.execute(f"SELECT * FROM weight_sets {where} ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
@@ -371,6 +406,8 @@ class Store:
             weights={int(k): float(v) for k, v in json.loads(row["weights"]).items()},
             success=bool(row["success"]),
             message=str(row["message"]),
+            leader=row["leader"],
+            dry_run=bool(row["dry_run"]),
         )
 
     def miner_rows(self) -> list[MinerRow]:
