@@ -162,6 +162,7 @@ def service_config(settings: Settings) -> ServiceConfig:
         policy=weight_policy(settings),
         weights_dry_run=settings.weights_dry_run,
         weights_retries=settings.weights_retries,
+        weights_retry_backoff_s=settings.weights_retry_backoff_s,
     )
 
 

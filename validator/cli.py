@@ -23,8 +23,10 @@ from evaluation.fetch import LocalDirSource
 from evaluation.pipeline import Pipeline
 from evaluation.sandbox.docker_sandbox import DockerSandbox
 from evaluation.types import SampleResult, Submission
-from validator.app import load_benchmark, make_source, open_app, pipeline_config, sandbox_config
+from validator.app import load_benchmark, make_chain, make_source, open_app, pipeline_config, sandbox_config
 from validator.chain.cli import add_chain_commands
+from validator.chain.port import ChainError
+from validator.commitments import CommitmentError, format_commitment
 from validator.demo import DemoError, run_demo
 from validator.logging import configure_logging
 from validator.settings import ENV_PREFIX, Settings, load_settings
@@ -57,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--revision", help="the exact 40-hex commit to evaluate (with --repo)")
     evaluate.add_argument("--hotkey", help="check hotkey.txt against this hotkey")
     evaluate.add_argument("--verbose", action="store_true", help="print every sample's answer")
+
+    commit = sub.add_parser(
+        "commit", help="miners: put repo@revision on chain in the subnet's format (wallet or local chain)"
+    )
+    commit.add_argument("--repo", required=True, help="HuggingFace repo id, namespace/name")
+    commit.add_argument("--revision", required=True, help="the exact 40-hex commit to be evaluated")
+    commit.add_argument("--epoch", type=int, default=0, help="epoch field of the commitment")
+    commit.add_argument("--competition", help="competition id (default: the first of --competitions)")
 
     sub.add_parser("status", help="show each miner's latest submission, score and the last weights")
     settings = sub.add_parser(
@@ -95,12 +105,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(evaluate_once(settings, args, sys.stdout))
         if args.command == "status":
             return show_status(settings, sys.stdout)
-    except (DemoError, EvaluationError, StoreError) as exc:
+        if args.command == "commit":
+            return asyncio.run(commit_submission(settings, args, sys.stdout))
+    except (DemoError, EvaluationError, StoreError, ChainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")
+
+
+async def commit_submission(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """Write this node's commitment (the wallet's hotkey, or ``validator-hotkey`` on the local chain)."""
+    try:
+        value = format_commitment(
+            args.repo,
+            args.revision,
+            epoch=args.epoch,
+            competition=args.competition or settings.competitions[0],
+        )
+    except CommitmentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    chain = await make_chain(settings)
+    try:
+        block = await chain.commit_own(settings.netuid, value)
+    finally:
+        await chain.close()
+    print(f"committed {value!r} on netuid {settings.netuid} at block {block}", file=out)
+    return 0
 
 
 async def run_daemon(settings: Settings) -> int:

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
         None, ge=0, description="uid that receives all weight when no miner exceeds the baseline."
     )
     weights_retries: int = Field(3, ge=0, description="Retries of a weight set that failed transiently.")
+    weights_retry_backoff_s: float = Field(
+        5.0, ge=0, description="First wait before such a retry; doubles each time."
+    )
 
     # --- storage -------------------------------------------------------------------------------
     data_dir: Path = Field(Path("var"), description="Folder for the database, repos and caches.")

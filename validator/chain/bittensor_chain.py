@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import bittensor as bt
 import structlog
 
-from validator.chain.port import Hyperparameters, Neuron, RawCommitment, WeightSetResult
+from validator.chain.port import ChainError, Hyperparameters, Neuron, RawCommitment, WeightSetResult
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,7 @@ def _st(item: str) -> tuple[str, str]:
     return ("SubtensorModule", item)
 
 
-class BittensorChainError(RuntimeError):
+class BittensorChainError(ChainError):
     """The chain or the wallet refused an operation of this adapter (not a transient failure)."""
 
 

@@ -12,14 +12,14 @@ from typing import TypeVar
 
 import structlog
 
-from validator.chain.port import Chain, Hyperparameters, Neuron, RawCommitment, WeightSetResult
+from validator.chain.port import Chain, ChainError, Hyperparameters, Neuron, RawCommitment, WeightSetResult
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
 
-class ChainUnavailable(RuntimeError):
+class ChainUnavailable(ChainError):
     """The chain did not answer within the deadline after every retry."""
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from validator.chain.port import Hyperparameters, Neuron, RawCommitment, WeightSetResult
+from validator.chain.port import ChainError, Hyperparameters, Neuron, RawCommitment, WeightSetResult
 
 FORMAT_NAME = "voice-validator-local-chain"
 FORMAT_VERSION = 1
@@ -46,7 +46,7 @@ LOCK_TIMEOUT_S = 10.0
 _LOCK_POLL_S = 0.005
 
 
-class LocalChainError(RuntimeError):
+class LocalChainError(ChainError):
     """An operation the local chain refuses (unregistered hotkey, oversized value, ...)."""
 
 

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
+class ChainError(RuntimeError):
+    """Base of every error a chain adapter raises on purpose (refusals, lost connections, bad wallets)."""
+
+
 @dataclass(frozen=True)
 class Neuron:
     """A registered hotkey on the subnet."""
