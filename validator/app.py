@@ -124,13 +124,14 @@ async def open_app(
     *,
     source: RepoSource | None = None,
     sandbox: Sandbox | None = None,
+    chain: ChainFacade | None = None,
     benchmark: Mapping[str, Sequence[Item]] | None = None,
 ) -> AsyncIterator[App]:
     """Open every resource the validator needs and close them all on exit, whatever happens."""
     async with AsyncExitStack() as stack:
         store = await asyncio.to_thread(Store.open, settings.database_path)
         stack.callback(store.close)
-        chain = await make_chain(settings)
+        chain = chain or await make_chain(settings)
         stack.push_async_callback(chain.close)
         sandbox = sandbox or DockerSandbox(sandbox_config(settings))
         stack.push_async_callback(sandbox.close)
