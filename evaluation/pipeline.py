@@ -40,6 +40,7 @@ class PipelineConfig:
     seed: int = 0
     concurrency: int = 4
     miner_timeout_s: float = 60.0
+    evaluation_budget_s: float = 1800.0  # all requests of one evaluation; samples after it fail
     check_hotkey: bool = True
 
 
@@ -132,13 +133,20 @@ class Pipeline:
 
     async def _query_all(self, model: RunningModel, sink: ResultSink | None) -> list[SubsetScore]:
         gate = asyncio.Semaphore(self._config.concurrency)
+        # A miner that answers each request just inside its timeout must not hold a GPU slot for hours.
+        deadline = time.monotonic() + self._config.evaluation_budget_s
         timeout = aiohttp.ClientTimeout(total=self._config.miner_timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             client = MinerClient(model.base_url, session, timeout_s=self._config.miner_timeout_s)
 
             async def one(item: Item) -> SampleResult:
                 async with gate:
-                    result = await _query_one(client, item, self._evaluators[item.subset])
+                    if time.monotonic() > deadline:
+                        result = SampleResult(
+                            item.subset, item.item_id, 0.0, "", "evaluation time budget spent"
+                        )
+                    else:
+                        result = await _query_one(client, item, self._evaluators[item.subset])
                 if sink is not None:
                     await sink.sample(result)
                 return result

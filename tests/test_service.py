@@ -148,3 +148,17 @@ async def test_supervisor_restarts_a_failing_task(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(asyncio.CancelledError):
         await task
     assert calls == 3
+
+
+async def test_evaluation_time_budget_fails_the_remaining_samples(tmp_path: Path, benchmark: dict) -> None:
+    from evaluation.fetch import LocalDirSource
+    from evaluation.pipeline import Pipeline, PipelineConfig
+    from evaluation.types import Submission
+    from validator.demo import default_example_dir, prepare_repo
+
+    repo = prepare_repo(default_example_dir(), tmp_path / "repo", "hk", {"answer": "A"})
+    config = PipelineConfig(evaluation_budget_s=1e-9, check_hotkey=False)
+    pipeline = Pipeline(LocalDirSource(repo), InProcessSandbox(), benchmark, config, tmp_path / "work")
+    result = await pipeline.evaluate(Submission(uid=1, hotkey="hk", repo_id="ns/m", revision="0" * 40))
+    (subset,) = result.subsets
+    assert subset.failures == subset.samples and result.score == 0.0

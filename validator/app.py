@@ -11,6 +11,7 @@ import structlog
 
 from evaluation.fetch import HubRepoSource, RepoSource
 from evaluation.pipeline import Pipeline, PipelineConfig
+from evaluation.repo_cache import CachedRepoSource
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
 from evaluation.sandbox.port import Sandbox
 from evaluation.voicebench.dataset import Item, load_subset
@@ -62,6 +63,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         seed=settings.sample_seed,
         concurrency=settings.miner_concurrency,
         miner_timeout_s=settings.miner_timeout_s,
+        evaluation_budget_s=settings.evaluation_budget_s,
     )
 
 
@@ -109,13 +111,14 @@ async def make_chain(settings: Settings) -> ChainFacade:
 
 
 def make_source(settings: Settings) -> RepoSource:
-    """Where miner repos come from."""
-    return HubRepoSource(
+    """Where miner repos come from: the hub, through the snapshot cache."""
+    hub = HubRepoSource(
         endpoint=settings.hub_endpoint,
         token=settings.hf_token.get_secret_value() if settings.hf_token else None,
         max_repo_bytes=settings.max_repo_bytes,
         timeout_s=settings.fetch_timeout_s,
     )
+    return CachedRepoSource(hub, settings.data_dir / "repo-cache", settings.repo_cache_bytes)
 
 
 @asynccontextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "VOICE_VALIDATOR_"
@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     hf_token: SecretStr | None = Field(None, description="HuggingFace token for gated or private repos.")
     max_repo_bytes: int = Field(20 * 2**30, gt=0, description="Largest miner repo accepted, in bytes.")
     fetch_timeout_s: float = Field(1800.0, gt=0, description="Deadline to download one repo.")
+    repo_cache_bytes: int = Field(
+        50 * 2**30, gt=0, description="Disk budget of cached repo snapshots; least recently used go first."
+    )
 
     # --- sandbox -------------------------------------------------------------------------------
     docker_host: str | None = Field(None, description="Docker daemon URL; empty means the SDK's default.")
@@ -128,6 +131,9 @@ class Settings(BaseSettings):
     sample_seed: int = Field(0, description="Seed of the reproducible item sampling.")
     miner_concurrency: int = Field(4, ge=1, le=64, description="Requests in flight to one miner.")
     miner_timeout_s: float = Field(60.0, gt=0, description="Deadline of one miner request.")
+    evaluation_budget_s: float = Field(
+        1800.0, gt=0, description="Time budget of one evaluation's requests; later samples fail."
+    )
 
     # --- daemon --------------------------------------------------------------------------------
     sync_interval_s: float = Field(60.0, gt=0, description="Seconds between reads of the chain.")
@@ -152,6 +158,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _cache_holds_a_repo(self) -> Settings:
+        if self.repo_cache_bytes < self.max_repo_bytes:
+            raise ValueError("repo_cache_bytes must be at least max_repo_bytes, or no repo fits the cache")
+        return self
 
     @property
     def database_path(self) -> Path:
