@@ -9,7 +9,15 @@ Isolation of one miner run:
   subnet, so the miner has no route to the outside world or to other miners.
 * Root filesystem read-only, a size-limited ``/tmp`` tmpfs, a forced non-root uid, every capability
   dropped (so the miner cannot change its routes or open raw sockets), ``no-new-privileges``, memory,
-  CPU and pid limits, bounded logs.
+  CPU and pid limits, bounded logs, a bounded ``/dev/shm``, an open-file ulimit, no core dumps, a private
+  IPC namespace, and an environment holding only ``HOME`` and ``PORT`` (the SDK's proxy injection is off
+  for builds and containers, so the validator's proxy settings never reach a miner).
+* ``VOLUME`` instructions in the image would give the miner writable anonymous volumes outside the
+  read-only root and the tmpfs cap; each is covered by a small tmpfs instead (see ``_image_volumes``).
+* Build steps run with a memory (and no-swap) limit and reduced CPU shares; the build containers the
+  legacy builder starts are tracked from its output and removed if a failed build leaves any.
+* Images are cached per (repo, revision, build-context digest, build args): a submission already built is
+  never built again; the least recently used images beyond ``image_cache_size`` are removed.
 
 How the validator reaches the container: checked on this project's dockerd (20.10), the host can open
 connections to a container's address on an internal network through the bridge gateway, so the
@@ -26,13 +34,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import os
+import posixpath
 import re
 import secrets
+import stat
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +54,7 @@ import aiohttp
 import docker
 import docker.errors
 import docker.types
+import docker.utils
 import requests
 import urllib3.exceptions
 
@@ -53,6 +68,8 @@ LABEL_ID = "voice-validator.id"
 LABEL_UID = "voice-validator.uid"
 LABEL_REVISION = "voice-validator.revision"
 LABEL_NETWORK = "voice-validator.network"
+LABEL_REPO = "voice-validator.repo"
+LABEL_CONTEXT = "voice-validator.context"
 IMAGE_REPOSITORY = "voice-validator-miner"
 
 # Ordinary API calls (create, inspect, remove) answer in well under a second; this bounds a hung daemon.
@@ -63,6 +80,13 @@ _LOG_TAIL_LINES = 20
 _LOG_TAIL_CHARS = 4000
 _VALIDATOR_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _UNSAFE_NAME_CHARS_RE = re.compile(r"[^A-Za-z0-9_.-]")
+# "Running in <id>" is how the legacy builder names the container of each RUN step.
+_BUILD_CONTAINER_RE = re.compile(r"Running in ([0-9a-f]{12,64})")
+# More VOLUME instructions than this is not a model server; each one costs a tmpfs mount.
+_MAX_IMAGE_VOLUMES = 16
+# Covering these with a tmpfs would break the container or hide the kernel's own interfaces.
+_FORBIDDEN_VOLUME_ROOTS = ("/proc", "/sys", "/dev")
+_HASH_CHUNK = 1 << 20
 # Errors the docker SDK lets through from its HTTP layer when the daemon is unreachable or hangs.
 _TRANSPORT_ERRORS = (
     docker.errors.DockerException,
@@ -93,6 +117,16 @@ class SandboxConfig:
     port: int = 8000
     user: str = "65534:65534"
     tmpfs_size: str = "1g"
+    # Images kept per validator beyond those in use (least recently used go first); 0 keeps none.
+    image_cache_size: int = 8
+    # Limits of the build's RUN steps: memory (swap forbidden) and relative CPU weight (1024 = normal).
+    build_memory: str = "4g"
+    build_cpu_shares: int = 512
+    # Run-time /dev/shm size (PyTorch data loaders use it) and open-file limit (soft = hard).
+    shm_size: str = "256m"
+    nofile_limit: int = 4096
+    # Size of the tmpfs mounted over each VOLUME the image declares (instead of a writable volume).
+    volume_tmpfs_size: str = "64m"
 
     def __post_init__(self) -> None:
         if not _VALIDATOR_ID_RE.match(self.validator_id):
@@ -104,6 +138,17 @@ class SandboxConfig:
             raise ValueError("cpus and pids_limit must be positive and port a valid TCP port")
         if self.build_timeout_s <= 0 or self.start_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
+        if self.image_cache_size < 0 or self.build_cpu_shares <= 0 or self.nofile_limit <= 0:
+            raise ValueError("image_cache_size, build_cpu_shares and nofile_limit must not be negative")
+        for name in ("memory", "tmpfs_size", "build_memory", "shm_size", "volume_tmpfs_size"):
+            value = getattr(self, name)
+            # Fail at configuration time, not at the first miner's run.
+            try:
+                ok = docker.utils.parse_bytes(value) > 0
+            except docker.errors.DockerException:
+                ok = False
+            if not ok:
+                raise ValueError(f"{name} {value!r} is not a positive size such as '512m' or '4g'")
 
 
 def safe_revision(revision: str) -> str:
@@ -121,14 +166,96 @@ def run_name(validator_id: str, uid: int, revision: str, token: str) -> str:
     return f"vv-{validator_id}-uid{uid}-{safe_revision(revision)}-{token}"
 
 
-def object_labels(validator_id: str, uid: int, revision: str) -> dict[str, str]:
-    """Labels put on every image, container and network made for one submission."""
-    return {
+def object_labels(
+    validator_id: str,
+    uid: int,
+    revision: str,
+    repo_id: str | None = None,
+    context: str | None = None,
+) -> dict[str, str]:
+    """Labels put on every image, container and network made for one submission.
+
+    Images also carry ``repo_id`` and the build-context digest: together with the revision they are the
+    key under which a built image is reused.
+    """
+    labels = {
         LABEL_MANAGED: "true",
         LABEL_ID: validator_id,
         LABEL_UID: str(uid),
         LABEL_REVISION: revision,
     }
+    if repo_id is not None:
+        labels[LABEL_REPO] = repo_id
+    if context is not None:
+        labels[LABEL_CONTEXT] = context
+    return labels
+
+
+def created_at(image_attrs: dict[str, Any]) -> float:
+    """An image's creation time as a Unix timestamp (inspect gives RFC 3339, the list API seconds)."""
+    created = image_attrs.get("Created")
+    if isinstance(created, int | float):
+        return float(created)
+    try:
+        return datetime.fromisoformat(str(created)).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def context_digest(repo_dir: Path, build_args: dict[str, str]) -> str:
+    """SHA-256 over the build context (paths, modes, contents) and the build args, in hex.
+
+    A revision names fixed content on the hub, but not every repo source is the hub (local folders in
+    tests and demos reuse revisions), so the cache key also covers what the daemon would actually build.
+    Symlinks are hashed as their target text and special files (FIFOs, devices) by name only: following
+    or opening them could read outside the repo or block forever.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps(sorted(build_args.items())).encode())
+    root = str(repo_dir)
+    for current, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(current, d))]:
+            path = os.path.join(current, name)
+            relative = os.path.relpath(path, root)
+            info = os.lstat(path)
+            digest.update(f"\0{relative}\0{stat.S_IFMT(info.st_mode)}:{info.st_mode & 0o7777}\0".encode())
+            if stat.S_ISLNK(info.st_mode):
+                digest.update(os.readlink(path).encode(errors="surrogateescape"))
+            elif stat.S_ISREG(info.st_mode):
+                digest.update(str(info.st_size).encode())
+                with open(path, "rb") as handle:
+                    while chunk := handle.read(_HASH_CHUNK):
+                        digest.update(chunk)
+        # Symlinked directories were hashed as links above; os.walk does not descend into them.
+    return digest.hexdigest()
+
+
+def image_volumes(image_attrs: dict[str, Any], where: str) -> list[str]:
+    """The VOLUME paths an image declares; BuildFailed for paths no tmpfs can safely cover.
+
+    Docker would back each with a writable anonymous volume on the host's disk, escaping the read-only
+    root and the tmpfs size cap, so the run covers each with a small tmpfs instead (a bind or volume is
+    never created). Refusing such images outright would reject honest miners whose base image declares a
+    volume they never use; a capped tmpfs gives the same guarantees as ``/tmp``.
+    """
+    declared = sorted((image_attrs.get("Config") or {}).get("Volumes") or {})
+    if len(declared) > _MAX_IMAGE_VOLUMES:
+        raise BuildFailed(
+            f"{where}: the image declares {len(declared)} VOLUMEs (at most {_MAX_IMAGE_VOLUMES}): "
+            + ", ".join(declared[:20])
+        )
+    paths: list[str] = []
+    for raw in declared:
+        path = posixpath.normpath(raw)
+        if (
+            not path.startswith("/")
+            or path == "/"
+            or any(path == root or path.startswith(root + "/") for root in _FORBIDDEN_VOLUME_ROOTS)
+        ):
+            raise BuildFailed(f"{where}: the image declares VOLUME {raw!r}, which the sandbox cannot allow")
+        paths.append(path)
+    return paths
 
 
 def ownership_filter(validator_id: str) -> dict[str, list[str]]:
@@ -156,6 +283,15 @@ class DockerSandbox:
         # container id -> network id, so stop() finds the network even if the container is already gone.
         self._networks: dict[str, str] = {}
         self._host_cpus = 0  # learnt on connect; a CPU limit above it is refused by the daemon
+        # One lock per cache key: two starts of the same submission build once, the second reuses it.
+        self._build_locks: dict[str, asyncio.Lock] = {}
+        # Images a start() is about to run: pruning must not take them before their container exists.
+        self._pinned: Counter[str] = Counter()
+        # image id -> wall-clock time of its last use by this process; comparable with image creation
+        # times, so pruning keeps the most recently used or built images.
+        self._last_used: dict[str, float] = {}
+        # Build-step containers seen in build output that a failed build may have left (see _build).
+        self._build_containers: set[str] = set()
 
     @property
     def config(self) -> SandboxConfig:
@@ -200,23 +336,95 @@ class DockerSandbox:
 
     # ----------------------------------------------------------------------------------------- build
 
-    async def _build(self, client: docker.DockerClient, submission: Submission, repo_dir: Path) -> str:
-        """Build ``repo_dir`` and return the image id; BuildFailed carries the end of the build log."""
+    async def _cached_image(self, client: docker.DockerClient, submission: Submission, digest: str) -> Any:
+        """This validator's image of the same repo, revision and build context, or None."""
+        filters = ownership_filter(self._config.validator_id)
+        filters["label"] += [
+            f"{LABEL_REPO}={submission.repo_id}",
+            f"{LABEL_REVISION}={submission.revision}",
+            f"{LABEL_CONTEXT}={digest}",
+        ]
+        images = await self._blocking(client.images.list, filters=filters, what="look up a cached image")
+        if not images:
+            return None
+        return max(images, key=lambda image: created_at(image.attrs))
+
+    async def _image_for(self, client: docker.DockerClient, submission: Submission, repo_dir: Path) -> str:
+        """The image id to run ``submission``: reused when this exact context was built before."""
+        where = f"{submission.repo_id}@{submission.short_revision}"
         if not (repo_dir / "Dockerfile").is_file():
-            raise BuildFailed(f"{submission.repo_id}@{submission.short_revision}: no Dockerfile in the repo")
+            raise BuildFailed(f"{where}: no Dockerfile in the repo")
+        try:
+            digest = await asyncio.to_thread(context_digest, repo_dir, dict(self._config.build_args))
+        except OSError as exc:
+            raise BuildFailed(f"{where}: the repo cannot be read: {exc}") from exc
+        key = f"{submission.repo_id}@{submission.revision}@{digest}"
+        async with self._build_locks.setdefault(key, asyncio.Lock()):
+            cached = await self._cached_image(client, submission, digest)
+            if cached is not None:
+                image_id = str(cached.id)
+                tag = image_tag(self._config.validator_id, submission.uid, submission.revision)
+                if tag not in cached.tags:
+                    # Another uid submitted the same repo and revision: tag it for this one too.
+                    repository, _, version = tag.partition(":")
+                    await self._blocking(client.api.tag, image_id, repository, version, what="tag an image")
+            else:
+                image_id = await self._build(client, submission, repo_dir, digest)
+            self._pinned[image_id] += 1
+            self._last_used[image_id] = time.time()
+        if cached is None:
+            # A fresh image may push the cache past its size: trim it now (never the image just built).
+            try:
+                await self.prune_images(keep_latest=self._config.image_cache_size, keep={image_id})
+            except InfrastructureError:
+                pass  # a full cache is not worth failing an evaluation for; the next start retries
+        return image_id
+
+    async def _remove_build_containers(self, client: docker.DockerClient, ids: Collection[str]) -> int:
+        """Force-remove build-step containers a failed build left behind. Returns how many went."""
+        removed = 0
+        for container_id in list(ids):
+            try:
+                await self._blocking(
+                    client.api.remove_container, container_id, force=True, v=True, what="remove a build step"
+                )
+                removed += 1
+            except docker.errors.NotFound:
+                pass
+            self._build_containers.discard(container_id)
+        return removed
+
+    async def _build(
+        self, client: docker.DockerClient, submission: Submission, repo_dir: Path, digest: str
+    ) -> str:
+        """Build ``repo_dir`` and return the image id; BuildFailed carries the end of the build log."""
         config = self._config
+        build_memory = docker.utils.parse_bytes(config.build_memory)
+        steps: set[str] = set()
         log: deque[str] = deque(maxlen=200)
         abort = threading.Event()
         deadline = time.monotonic() + config.build_timeout_s
         kwargs = {
             "path": str(repo_dir),
             "tag": image_tag(config.validator_id, submission.uid, submission.revision),
-            "labels": object_labels(config.validator_id, submission.uid, submission.revision),
+            "labels": object_labels(
+                config.validator_id, submission.uid, submission.revision, submission.repo_id, digest
+            ),
             "rm": True,
             "forcerm": True,
             "pull": False,
             "buildargs": dict(config.build_args),
             "network_mode": config.build_network,
+            # memswap equal to memory: no swap, so a build cannot push the host into swapping.
+            "container_limits": {
+                "memory": build_memory,
+                "memswap": build_memory,
+                "cpushares": config.build_cpu_shares,
+            },
+            "shmsize": docker.utils.parse_bytes(config.shm_size),
+            # The SDK would copy proxy settings (maybe with credentials) from the validator's docker
+            # config into build args, where every RUN step of the miner's Dockerfile can read them.
+            "use_config_proxy": False,
             # The SDK applies this as the socket read timeout: it ends a build that goes silent.
             "timeout": int(config.build_timeout_s) + 1,
             "decode": True,
@@ -229,6 +437,7 @@ class DockerSandbox:
                 for chunk in stream:
                     if "stream" in chunk:
                         log.extend(line for line in str(chunk["stream"]).splitlines() if line.strip())
+                        steps.update(_BUILD_CONTAINER_RE.findall(str(chunk["stream"])))
                         match = re.search(r"Successfully built ([0-9a-f]{12,64})", str(chunk["stream"]))
                         if match:
                             image_id = match.group(1)
@@ -247,7 +456,16 @@ class DockerSandbox:
 
         where = f"{submission.repo_id}@{submission.short_revision}"
         try:
-            image_id = await asyncio.wait_for(asyncio.to_thread(run), config.build_timeout_s + 30)
+            try:
+                image_id = await asyncio.wait_for(asyncio.to_thread(run), config.build_timeout_s + 30)
+            except BaseException:
+                # forcerm and the dropped connection normally make the daemon remove the step containers;
+                # whatever it left (seen in the build output) goes here, and in cleanup() if this fails.
+                self._build_containers.update(steps)
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    # Bounded: a hung daemon must not hold a failed build for minutes.
+                    await asyncio.shield(asyncio.wait_for(self._reap_build_steps(client, steps), 15))
+                raise
         except (TimeoutError, _BuildAborted, urllib3.exceptions.ReadTimeoutError) as exc:
             # The SDK streams the build from the raw socket, so a build that stayed silent past the
             # socket timeout surfaces as urllib3's ReadTimeoutError.
@@ -267,6 +485,7 @@ class DockerSandbox:
             abort.set()
         if not image_id:
             raise BuildFailed(f"build of {where} produced no image:\n{_tail(chr(10).join(log))}")
+        image_id = str(image_id)
         # The legacy builder reports a short id; the full one is what other tools and logs show.
         try:
             inspected = await self._blocking(
@@ -276,6 +495,22 @@ class DockerSandbox:
             raise InfrastructureError(f"docker: the image built for {where} vanished") from exc
         return str(inspected["Id"])
 
+    async def _reap_build_steps(self, client: docker.DockerClient, steps: set[str]) -> None:
+        """Remove the step containers of an aborted build once the daemon had a moment to do so itself."""
+        for _ in range(10):
+            left = [
+                step
+                for step in steps
+                if await self._blocking(
+                    client.containers.list, all=True, filters={"id": step}, what="look for build steps"
+                )
+            ]
+            if not left:
+                self._build_containers.difference_update(steps)
+                return
+            await asyncio.sleep(0.5)
+        await self._remove_build_containers(client, left)
+
     # ----------------------------------------------------------------------------------------- run
 
     def _cpu_limit(self) -> float:
@@ -284,9 +519,23 @@ class DockerSandbox:
             return float(self._host_cpus)
         return self._config.cpus
 
-    def _container_kwargs(self, image_id: str, name: str, network: str, labels: dict[str, str]) -> dict:
-        """Arguments of ``containers.create`` for one isolated miner container."""
+    def _container_kwargs(
+        self,
+        image_id: str,
+        name: str,
+        network: str,
+        labels: dict[str, str],
+        volumes: Collection[str] = (),
+    ) -> dict[str, Any]:
+        """Arguments of ``containers.create`` for one isolated miner container.
+
+        ``volumes`` are the image's VOLUME paths: each gets a size-capped tmpfs, which docker mounts in
+        place of the writable anonymous volume it would otherwise create on the host's disk.
+        """
         config = self._config
+        scratch = "rw,nosuid,nodev,size={size},mode=1777"
+        tmpfs = {path: scratch.format(size=config.volume_tmpfs_size) for path in volumes}
+        tmpfs["/tmp"] = scratch.format(size=config.tmpfs_size)
         kwargs: dict[str, Any] = {
             "image": image_id,
             "name": name,
@@ -294,7 +543,7 @@ class DockerSandbox:
             "labels": {**labels, LABEL_NETWORK: network},
             "network": network,
             "read_only": True,
-            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={config.tmpfs_size},mode=1777"},
+            "tmpfs": tmpfs,
             "user": config.user,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
@@ -303,7 +552,19 @@ class DockerSandbox:
             "memswap_limit": config.memory,
             "nano_cpus": int(self._cpu_limit() * 1e9),
             "pids_limit": config.pids_limit,
+            "shm_size": config.shm_size,
+            "ulimits": [
+                docker.types.Ulimit(name="nofile", soft=config.nofile_limit, hard=config.nofile_limit),
+                # Core dumps of a multi-GB model process would only fill the capped tmpfs or fail.
+                docker.types.Ulimit(name="core", soft=0, hard=0),
+            ],
+            # Explicit, so a daemon configured with a shareable/host default cannot widen it.
+            "ipc_mode": "private",
+            "privileged": False,
+            # Only what the image itself sets plus these two; the validator's environment never passes.
             "environment": {"HOME": "/tmp", "PORT": str(config.port)},
+            # Without this the SDK adds HTTP(S)_PROXY from the validator's docker config to that environment.
+            "use_config_proxy": False,
             # A chatty miner must not fill the validator's disk with logs.
             "log_config": docker.types.LogConfig(
                 type=docker.types.LogConfig.types.JSON, config={"max-size": "10m", "max-file": "2"}
@@ -395,10 +656,27 @@ class DockerSandbox:
         Raises ``BuildFailed`` / ``StartFailed`` for the miner's faults and ``InfrastructureError`` when the
         daemon fails. Whatever was created is removed again on any failure or cancellation.
         """
-        config = self._config
         client = await self._docker()
         where = f"uid {submission.uid} ({submission.repo_id}@{submission.short_revision})"
-        image_id = await self._build(client, submission, Path(repo_dir))
+        image_id = await self._image_for(client, submission, Path(repo_dir))
+        try:
+            return await self._run(client, submission, image_id, where)
+        finally:
+            # From here on a container (or nothing) uses the image; prune's 409 protects it.
+            self._pinned[image_id] -= 1
+            if self._pinned[image_id] <= 0:
+                del self._pinned[image_id]
+
+    async def _run(
+        self, client: docker.DockerClient, submission: Submission, image_id: str, where: str
+    ) -> RunningModel:
+        """Run an already built image isolated until it is ready (see ``start``)."""
+        config = self._config
+        try:
+            image_attrs = await self._blocking(client.api.inspect_image, image_id, what="inspect the image")
+        except docker.errors.NotFound as exc:
+            raise InfrastructureError(f"docker: the image of {where} vanished before its run") from exc
+        volumes = image_volumes(image_attrs, where)
 
         labels = object_labels(config.validator_id, submission.uid, submission.revision)
         name = run_name(config.validator_id, submission.uid, submission.revision, secrets.token_hex(4))
@@ -419,7 +697,7 @@ class DockerSandbox:
             try:
                 container = await self._blocking(
                     client.containers.create,
-                    **self._container_kwargs(image_id, name, network_name, labels),
+                    **self._container_kwargs(image_id, name, network_name, labels, volumes),
                     what="create the miner container",
                 )
             except docker.errors.NotFound as exc:
@@ -480,10 +758,15 @@ class DockerSandbox:
         await self._remove(model.container_id, network_id)
 
     async def cleanup(self) -> int:
-        """Remove every container and network labelled with this validator's id. Returns the count."""
+        """Remove every container and network labelled with this validator's id. Returns the count.
+
+        Build-step containers carry no labels (the legacy builder copies none to them); those a failed
+        build of this process left behind are known by id and removed too. After a daemon crash mid-build
+        any others are not attributable to this validator and are left to the operator.
+        """
         client = await self._docker()
         filters = ownership_filter(self._config.validator_id)
-        removed = 0
+        removed = await self._remove_build_containers(client, set(self._build_containers))
         containers = await self._blocking(
             client.containers.list, all=True, filters=filters, what="list containers"
         )
@@ -494,8 +777,13 @@ class DockerSandbox:
             removed += await self._remove(None, network.id)
         return removed
 
-    async def prune_images(self) -> int:
-        """Remove this validator's miner images that no container uses. Returns the count."""
+    async def prune_images(self, keep_latest: int = 0, keep: Collection[str] = ()) -> int:
+        """Remove this validator's miner images that no container uses. Returns the count.
+
+        The ``keep_latest`` most recently used (by this process, else most recently built) images stay, as
+        do the ids in ``keep`` and images a ``start`` is about to run. ``start`` itself calls this with
+        ``image_cache_size`` after each fresh build; the default removes every unused image.
+        """
         client = await self._docker()
         images = await self._blocking(
             client.images.list,
@@ -503,10 +791,19 @@ class DockerSandbox:
             filters=ownership_filter(self._config.validator_id),
             what="list images",
         )
+
+        def recency(image: Any) -> float:
+            return max(self._last_used.get(image.id, 0.0), created_at(image.attrs))
+
+        protected = set(keep) | set(self._pinned)
+        candidates = sorted(
+            (image for image in images if image.id not in protected), key=recency, reverse=True
+        )
         removed = 0
-        for image in images:
+        for image in candidates[max(keep_latest, 0) :]:
             try:
                 await self._blocking(client.images.remove, image.id, force=False, what="remove an image")
+                self._last_used.pop(image.id, None)
                 removed += 1
             except docker.errors.NotFound:
                 continue
