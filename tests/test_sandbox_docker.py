@@ -34,6 +34,7 @@ from evaluation.sandbox.docker_sandbox import (
     LABEL_MANAGED,
     DockerSandbox,
     SandboxConfig,
+    context_digest,
     image_tag,
     object_labels,
     ownership_filter,
@@ -506,3 +507,321 @@ async def test_cleanup_removes_only_this_validators_objects(
                 obj.remove(force=True) if hasattr(obj, "exec_run") else obj.remove()
             except docker.errors.NotFound:
                 pass
+
+
+# ------------------------------------------------------------------------------------ hardening
+
+
+def test_config_rejects_bad_sizes_and_limits() -> None:
+    for bad in ({"shm_size": "lots"}, {"build_memory": "0"}, {"nofile_limit": 0}, {"image_cache_size": -1}):
+        with pytest.raises(ValueError):
+            SandboxConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_context_digest_covers_content_build_args_and_special_files(tmp_path: Path) -> None:
+    repo = custom_repo(tmp_path / "repo", "RUN true\n", {"a.txt": "one"})
+    first = context_digest(repo, {})
+    assert context_digest(repo, {}) == first
+    assert context_digest(repo, {"BASE_IMAGE": "x"}) != first
+    (repo / "a.txt").write_text("two", encoding="utf-8")
+    changed = context_digest(repo, {})
+    assert changed != first
+    # A FIFO would block a reader forever and a symlink could point anywhere: neither is opened.
+    os.mkfifo(repo / "pipe")
+    (repo / "link").symlink_to("/dev/zero")
+    assert context_digest(repo, {}) != changed
+
+
+@pytest.fixture
+def own_validator(sandbox_config: SandboxConfig) -> Iterator[SandboxConfig]:
+    """A config with an id of its own, so cache and prune tests never touch other tests' images."""
+    config = dataclasses.replace(
+        sandbox_config, validator_id=f"{sandbox_config.validator_id}-{secrets.token_hex(3)}"
+    )
+    yield config
+
+    async def teardown() -> None:
+        sandbox = DockerSandbox(config)
+        try:
+            await sandbox.cleanup()
+            await sandbox.prune_images()
+        finally:
+            await sandbox.close()
+
+    asyncio.run(teardown())
+
+
+async def counting_builds(sandbox: DockerSandbox, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the sandbox's client count its build calls; returns the (growing) list of calls."""
+    client = await sandbox._docker()
+    calls: list[int] = []
+    real_build = client.api.build
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(client.api, "build", build)
+    return calls
+
+
+@pytest.mark.docker
+async def test_same_revision_is_not_built_twice(
+    own_validator: SandboxConfig, client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = example_repo(tmp_path / "repo", "D")
+    (repo / "Dockerfile").write_text(
+        (repo / "Dockerfile").read_text(encoding="utf-8") + "RUN sleep 3\n", encoding="utf-8"
+    )
+    first = DockerSandbox(own_validator)
+    try:
+        builds = await counting_builds(first, monkeypatch)
+        started = time.monotonic()
+        model = await first.start(submission(), repo)
+        first_s = time.monotonic() - started
+        await first.stop(model)
+        assert len(builds) == 1 and first_s > 3
+    finally:
+        await first.close()
+
+    # A fresh sandbox (as after a validator restart) finds the labelled image and builds nothing.
+    second = DockerSandbox(own_validator)
+    try:
+        builds = await counting_builds(second, monkeypatch)
+        started = time.monotonic()
+        again = await second.start(submission(), repo)
+        second_s = time.monotonic() - started
+        await second.stop(again)
+        other_uid = await second.start(submission(uid=9), repo)  # same repo and revision, another uid
+        await second.stop(other_uid)
+        assert builds == []
+        assert again.image_id == model.image_id == other_uid.image_id
+        assert second_s < 3 < first_s
+        image = client.images.get(model.image_id)
+        assert image.labels["voice-validator.repo"] == "tester/voice"
+        assert image.labels["voice-validator.revision"] == REVISION
+        assert image_tag(own_validator.validator_id, 9, REVISION) in image.tags
+
+        # Same revision but different content (a local source reusing a revision): built, not reused.
+        (repo / "model" / "extra.txt").write_text("changed", encoding="utf-8")
+        changed = await second.start(submission(), repo)
+        await second.stop(changed)
+        assert len(builds) == 1 and changed.image_id != model.image_id
+    finally:
+        await second.close()
+    print(f"first start {first_s:.1f}s, cached start {second_s:.1f}s")
+
+
+@pytest.mark.docker
+async def test_image_cache_keeps_only_the_most_recent(
+    own_validator: SandboxConfig, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    sandbox = DockerSandbox(dataclasses.replace(own_validator, image_cache_size=1))
+    try:
+        for index in range(3):
+            repo = custom_repo(tmp_path / f"repo{index}", f'RUN echo {index} > /version\nCMD ["true"]\n')
+            with pytest.raises(StartFailed):  # the base image serves nothing; only the build matters
+                await sandbox.start(submission(uid=index), repo)
+        remaining = {
+            image.id for image in client.images.list(filters=ownership_filter(own_validator.validator_id))
+        }
+        # After each fresh build the cache keeps that image and the one most recent other.
+        assert len(remaining) == 2, remaining
+        assert await sandbox.prune_images(keep_latest=1) == 1
+        assert len(client.images.list(filters=ownership_filter(own_validator.validator_id))) == 1
+        assert await sandbox.prune_images() == 1
+        assert client.images.list(filters=ownership_filter(own_validator.validator_id)) == []
+    finally:
+        await sandbox.close()
+
+
+@pytest.mark.docker
+async def test_build_steps_run_under_the_build_memory_limit(
+    sandbox_config: SandboxConfig, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    hog = "b = bytearray(256 * 2**20); print('allo' + 'cated')"
+    repo = custom_repo(tmp_path / "repo", f'RUN python3 -c "{hog}"\n')
+    sandbox = DockerSandbox(dataclasses.replace(sandbox_config, build_memory="64m"))
+    try:
+        with pytest.raises(BuildFailed) as info:
+            await sandbox.start(submission(), repo)
+    finally:
+        await sandbox.close()
+    assert "returned a non-zero code: 137" in str(info.value)  # SIGKILL from the OOM killer
+    assert "allocated" not in str(info.value)
+    # The same step passes with the default limit: the failure above is the limit, not the step.
+    roomy = custom_repo(tmp_path / "roomy", f'RUN python3 -c "{hog}"\nCMD ["true"]\n')
+    sandbox = DockerSandbox(sandbox_config)
+    try:
+        with pytest.raises(StartFailed):
+            await sandbox.start(submission(), roomy)
+    finally:
+        await sandbox.close()
+
+
+@pytest.mark.docker
+async def test_started_container_has_every_protection_in_its_host_config(
+    sandbox: DockerSandbox, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    model = await sandbox.start(submission(), example_repo(tmp_path / "repo", "A"))
+    try:
+        container = container_of(client, model)
+        host_config = container.attrs["HostConfig"]
+        assert host_config["Privileged"] is False
+        assert not host_config.get("Binds")
+        assert not host_config.get("Mounts")
+        assert not host_config.get("VolumesFrom")
+        assert [m["Type"] for m in container.attrs["Mounts"]] == []  # tmpfs only (listed in Tmpfs)
+        assert set(host_config["Tmpfs"]) == {"/tmp"}
+        assert host_config["NetworkMode"] == container.labels["voice-validator.network"]
+        assert host_config["PidMode"] == ""  # private pid namespace
+        assert host_config["IpcMode"] == "private"
+        assert host_config["UTSMode"] == "" and host_config["UsernsMode"] == ""
+        assert not host_config.get("CapAdd")
+        assert not host_config.get("Devices") and not host_config.get("DeviceRequests")
+        assert "no-new-privileges" in host_config["SecurityOpt"]
+        assert host_config["ReadonlyRootfs"] is True
+        assert host_config["ShmSize"] == 256 * 2**20
+        assert host_config["MemorySwap"] == host_config["Memory"]
+        assert host_config["LogConfig"]["Config"] == {"max-size": "10m", "max-file": "2"}
+        ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in host_config["Ulimits"]}
+        assert ulimits == {"nofile": (4096, 4096), "core": (0, 0)}
+        assert host_config["PublishAllPorts"] is False and not host_config.get("PortBindings")
+
+        # And as the miner sees it from inside.
+        code, output = container.exec_run(["sh", "-c", "ulimit -n; ulimit -c; df -k /dev/shm | tail -1"])
+        assert code == 0, output
+        nofile, core, shm = output.decode().splitlines()
+        assert (nofile, core) == ("4096", "0")
+        assert int(shm.split()[1]) == 256 * 1024
+        code, output = container.exec_run(["sh", "-c", "grep CapEff /proc/self/status"])
+        assert output.split()[-1] == b"0000000000000000"
+    finally:
+        await sandbox.stop(model)
+
+
+@pytest.mark.docker
+async def test_environment_holds_no_validator_secrets_or_proxy_settings(
+    sandbox_config: SandboxConfig,
+    client: docker.DockerClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = f"vv-secret-{secrets.token_hex(8)}"
+    monkeypatch.setenv("VV_TEST_TOKEN", secret)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://{secret}@127.0.0.1:9")
+    # The docker SDK copies proxies from this file into builds and containers unless told not to.
+    docker_config = tmp_path / "docker-config"
+    docker_config.mkdir()
+    proxy = f"http://user:{secret}@127.0.0.1:9"
+    (docker_config / "config.json").write_text(
+        json.dumps({"proxies": {"default": {"httpProxy": proxy, "httpsProxy": proxy}}}), encoding="utf-8"
+    )
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config))
+    repo = example_repo(tmp_path / "repo", "A")
+    with (repo / "Dockerfile").open("a", encoding="utf-8") as dockerfile:
+        dockerfile.write("USER 0\nRUN env > /build-env.txt\nUSER 65534:65534\n")
+    sandbox = DockerSandbox(sandbox_config)
+    try:
+        model = await sandbox.start(submission(uid=11), repo)
+        try:
+            container = container_of(client, model)
+            image_env = {e.split("=", 1)[0] for e in client.images.get(model.image_id).attrs["Config"]["Env"]}
+            names = {e.split("=", 1)[0] for e in container.attrs["Config"]["Env"]}
+            assert names == image_env | {"HOME", "PORT"}
+            code, output = container.exec_run(
+                ["sh", "-c", "cat /proc/1/environ | tr '\\0' '\\n'; cat /build-env.txt"]
+            )
+            assert code == 0 and b"PORT=8000" in output, output
+            assert secret.encode() not in output
+            assert b"proxy" not in output.lower()
+        finally:
+            await sandbox.stop(model)
+    finally:
+        await sandbox.close()
+
+
+@pytest.mark.docker
+async def test_image_volumes_become_size_capped_tmpfs(
+    sandbox_config: SandboxConfig, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    repo = example_repo(tmp_path / "repo", "A")
+    with (repo / "Dockerfile").open("a", encoding="utf-8") as dockerfile:
+        dockerfile.write("VOLUME /data /cache/\n")
+    volumes_before = {v.name for v in client.volumes.list()}
+    sandbox = DockerSandbox(dataclasses.replace(sandbox_config, volume_tmpfs_size="8m"))
+    try:
+        model = await sandbox.start(submission(uid=12), repo)
+        try:
+            container = container_of(client, model)
+            assert container.attrs["Mounts"] == []  # no anonymous volume on the host's disk
+            assert set(container.attrs["HostConfig"]["Tmpfs"]) == {"/tmp", "/data", "/cache"}
+            code, output = container.exec_run(
+                ["sh", "-c", "dd if=/dev/zero of=/data/fill bs=1M count=32 2>&1; df -k /data | tail -1"]
+            )
+            assert b"No space left on device" in output, output
+            assert int(output.decode().splitlines()[-1].split()[1]) == 8 * 1024
+            code, _ = container.exec_run(["sh", "-c", "echo ok > /cache/x"])
+            assert code == 0  # writable for the non-root miner, like /tmp
+        finally:
+            await sandbox.stop(model)
+    finally:
+        await sandbox.close()
+    # Only compare our own names: other tests may create volumes concurrently.
+    assert not [
+        v
+        for v in client.volumes.list()
+        if v.name not in volumes_before
+        and v.attrs.get("Labels") is None
+        and model.container_id in str(v.attrs)
+    ]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("volumes", "named"),
+    [("/proc/x", "/proc/x"), ("/dev", "/dev"), (" ".join(f"/v{i}" for i in range(17)), "17 VOLUMEs")],
+)
+async def test_unsafe_or_too_many_volumes_are_build_failed(
+    sandbox: DockerSandbox, client: docker.DockerClient, tmp_path: Path, volumes: str, named: str
+) -> None:
+    repo = custom_repo(tmp_path / "repo", f'VOLUME {volumes}\nCMD ["true"]\n')
+    with pytest.raises(BuildFailed, match=named):
+        await sandbox.start(submission(uid=13), repo)
+    assert owned(client, sandbox.config.validator_id) == ([], [])
+
+
+@pytest.mark.docker
+async def test_names_do_not_resolve_inside(
+    sandbox: DockerSandbox, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    # Docker's embedded DNS forwards from the container's own namespace (dropped on an internal network)
+    # unless the host's resolver is on loopback, where it would query from the host: then a lookup could
+    # leave this machine, which the tests must never cause.
+    resolv_conf = await asyncio.to_thread(Path("/etc/resolv.conf").read_text, encoding="utf-8")
+    servers = [line.split()[1] for line in resolv_conf.splitlines() if line.startswith("nameserver")]
+    if any(server.startswith("127.") or server == "::1" for server in servers):
+        pytest.skip("the host resolver is on loopback; a lookup test could send queries out")
+    model = await sandbox.start(submission(uid=14), example_repo(tmp_path / "repo", "A"))
+    try:
+        container = container_of(client, model)
+        script = (
+            "import json, socket\n"
+            "out = {}\n"
+            "for name in ('example.com', socket.gethostname()):\n"
+            "    try:\n"
+            "        out[name] = sorted({a[4][0] for a in socket.getaddrinfo(name, 80)})\n"
+            "    except OSError as exc:\n"
+            "        out[name] = 'failed: ' + str(exc)\n"
+            "print(json.dumps(out))\n"
+        )
+        started = time.monotonic()
+        code, output = container.exec_run(["python3", "-c", script])
+        assert code == 0, output
+        results = json.loads(output)
+        own = results.pop(container.attrs["Config"]["Hostname"])
+        assert isinstance(own, list) and own  # resolving works where an answer exists locally
+        assert str(results["example.com"]).startswith("failed"), results
+        print(f"external lookup failed after {time.monotonic() - started:.1f}s: {results['example.com']}")
+    finally:
+        await sandbox.stop(model)

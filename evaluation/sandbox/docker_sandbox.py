@@ -711,6 +711,13 @@ class DockerSandbox:
                 .get(network_name, {})
                 .get("IPAddress")
             )
+            state = container.attrs.get("State", {})
+            if not address and state.get("Status") in ("exited", "dead"):
+                # Exited before we looked (a CMD that ends at once): the miner's fault, not the daemon's.
+                raise StartFailed(
+                    f"{where}: container exited with code {state.get('ExitCode')} at start:\n"
+                    f"{await self._logs_tail(container)}"
+                )
             if not address:
                 raise InfrastructureError(
                     f"docker: the container of {where} got no address on {network_name}"
@@ -785,9 +792,10 @@ class DockerSandbox:
         ``image_cache_size`` after each fresh build; the default removes every unused image.
         """
         client = await self._docker()
+        # Top-level images only: the legacy builder's intermediate layers of our LABEL step carry the same
+        # labels, would count against the cache size, and go with the image they belong to anyway.
         images = await self._blocking(
             client.images.list,
-            all=True,
             filters=ownership_filter(self._config.validator_id),
             what="list images",
         )
