@@ -53,6 +53,13 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         start_timeout_s=settings.start_timeout_s,
         build_network=settings.build_network,
         build_args=dict(settings.build_args),
+        tmpfs_size=settings.sandbox_tmpfs_size,
+        shm_size=settings.sandbox_shm_size,
+        nofile_limit=settings.sandbox_nofile_limit,
+        volume_tmpfs_size=settings.sandbox_volume_tmpfs_size,
+        build_memory=settings.build_memory,
+        build_cpu_shares=settings.build_cpu_shares,
+        image_cache_size=settings.image_cache_size,
     )
 
 

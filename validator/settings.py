@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     sandbox_memory: str = Field("16g", description="Memory limit of a miner container.")
     sandbox_cpus: float = Field(4.0, gt=0, description="CPU limit of a miner container.")
     sandbox_pids_limit: int = Field(512, gt=0, description="Process limit of a miner container.")
+    sandbox_tmpfs_size: str = Field("1g", description="Size of the container's writable /tmp (tmpfs).")
+    sandbox_shm_size: str = Field("256m", description="Size of /dev/shm in containers and builds.")
+    sandbox_nofile_limit: int = Field(4096, gt=0, description="Open-file limit of a miner container.")
+    sandbox_volume_tmpfs_size: str = Field(
+        "64m", description="tmpfs mounted over each VOLUME an image declares (never a disk volume)."
+    )
+    build_memory: str = Field("4g", description="Memory limit of each image build step (no swap).")
+    build_cpu_shares: int = Field(512, gt=0, description="CPU weight of image build steps.")
+    image_cache_size: int = Field(
+        8, ge=0, description="Unused miner images kept for reuse; least recently used go first."
+    )
     gpu_device_ids: list[str] = Field(
         default_factory=list, description="GPU ids given to miner containers (JSON list); empty: no GPU."
     )
