@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import numbers
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +21,14 @@ from typing import Any, TypeVar
 import bittensor as bt
 import structlog
 
-from validator.chain.port import ChainError, Hyperparameters, Neuron, RawCommitment, WeightSetResult
+from validator.chain.port import (
+    ChainError,
+    Hyperparameters,
+    Neuron,
+    RawCommitment,
+    WeightSetResult,
+    weights_problem,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -56,22 +61,6 @@ class ChainConnectionError(ConnectionError):
 
     A ``ConnectionError`` so :class:`~validator.chain.facade.ChainFacade` retries reads on it.
     """
-
-
-def _weights_problem(weights: Mapping[int, float]) -> str | None:
-    """What is wrong with the vector itself, checked before touching the chain."""
-    if not weights:
-        return "no weights given: refusing to set an empty weight vector"
-    for uid, weight in weights.items():
-        if isinstance(uid, bool) or not isinstance(uid, numbers.Integral) or not 0 <= uid <= 65535:
-            return f"invalid uid {uid!r}"
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
-            return f"weight for uid {uid} is not a finite number: {weight!r}"
-        if weight < 0:
-            return f"weight for uid {uid} is negative: {weight!r}"
-    if all(w == 0 for w in weights.values()):
-        return "all weights are zero: refusing to set a zero weight vector"
-    return None
 
 
 def decode_commitment_fields(fields: list[Any]) -> str | None:
@@ -356,7 +345,7 @@ class BittensorChain:
 
         Waits for inclusion, not finalization, so the call fits one deadline.
         """
-        problem = _weights_problem(weights)
+        problem = weights_problem(weights)
         if problem is not None:
             return WeightSetResult(False, problem, -1)
         wallet = await self._wallet_async()

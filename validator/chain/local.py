@@ -19,7 +19,6 @@ import errno
 import fcntl
 import json
 import math
-import numbers
 import operator
 import os
 import tempfile
@@ -29,7 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from validator.chain.port import ChainError, Hyperparameters, Neuron, RawCommitment, WeightSetResult
+from validator.chain.port import (
+    ChainError,
+    Hyperparameters,
+    Neuron,
+    RawCommitment,
+    WeightSetResult,
+    weights_problem,
+)
 
 FORMAT_NAME = "voice-validator-local-chain"
 FORMAT_VERSION = 1
@@ -463,7 +469,7 @@ class LocalChain:
     ) -> WeightSetResult:
         """Blocking body of :meth:`set_weights`; refusals come back as ``success=False``, never raised."""
         _check_netuid(netuid)
-        problem = self._check_weights(weights)
+        problem = weights_problem(weights)
         with _locked(self.lock_path, exclusive=True, timeout_s=self._lock_timeout_s):
             state = _read_state(self.path)
             subnet = state.subnets.get(netuid)
@@ -490,23 +496,6 @@ class LocalChain:
         return WeightSetResult(
             success=True, message=f"set {len(normalised)} weights at block {state.block}", block=state.block
         )
-
-    @staticmethod
-    def _check_weights(weights: Mapping[int, float]) -> str | None:
-        """What is wrong with the vector itself, before looking at the chain."""
-        if not weights:
-            return "no weights given: refusing to set an empty weight vector"
-        for uid, weight in weights.items():
-            # numbers.* rather than int/float so numpy scalars from the weight maths are accepted.
-            if isinstance(uid, bool) or not isinstance(uid, numbers.Integral) or not 0 <= uid <= 65535:
-                return f"invalid uid {uid!r}"
-            if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
-                return f"weight for uid {uid} is not a finite number: {weight!r}"
-            if weight < 0:
-                return f"weight for uid {uid} is negative: {weight!r}"
-        if all(w == 0 for w in weights.values()):
-            return "all weights are zero: refusing to set a zero weight vector"
-        return None
 
     def _refusal(
         self, state: _State, subnet: _Subnet | None, netuid: int, weights: Mapping[int, float]

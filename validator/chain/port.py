@@ -6,6 +6,9 @@ deadline at the call site (see ``validator.chain.facade``), so an adapter may bl
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -100,3 +103,23 @@ class Chain(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+def weights_problem(weights: Mapping[int, float]) -> str | None:
+    """What is wrong with a weight vector itself, checked by every adapter before touching the chain.
+
+    Returns None for a usable vector: uids in u16 range, finite non-negative weights, not all zero.
+    """
+    if not weights:
+        return "no weights given: refusing to set an empty weight vector"
+    for uid, weight in weights.items():
+        # numbers.* rather than int/float so numpy scalars from the weight maths are accepted.
+        if isinstance(uid, bool) or not isinstance(uid, numbers.Integral) or not 0 <= uid <= 65535:
+            return f"invalid uid {uid!r}"
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+            return f"weight for uid {uid} is not a finite number: {weight!r}"
+        if weight < 0:
+            return f"weight for uid {uid} is negative: {weight!r}"
+    if all(w == 0 for w in weights.values()):
+        return "all weights are zero: refusing to set a zero weight vector"
+    return None
