@@ -79,6 +79,11 @@ def sandbox_config(docker_host: str, base_image: str) -> Iterator[SandboxConfig]
         tmpfs_size="64m",
     )
     yield config
+    remove_validator_objects(config)
+
+
+def remove_validator_objects(config: SandboxConfig) -> None:
+    """Remove every container, network and image labelled with ``config``'s validator id."""
 
     async def teardown() -> None:
         sandbox = DockerSandbox(config)

@@ -43,6 +43,7 @@ from evaluation.sandbox.docker_sandbox import (
 )
 from evaluation.sandbox.port import RunningModel, Sandbox
 from evaluation.types import Submission
+from tests.conftest import remove_validator_objects
 from tests.sandbox_contract import check_build_failure, check_serves_then_stops
 
 EXAMPLE_MINER = Path(__file__).resolve().parents[1] / "docker" / "example_miner"
@@ -539,16 +540,7 @@ def own_validator(sandbox_config: SandboxConfig) -> Iterator[SandboxConfig]:
         sandbox_config, validator_id=f"{sandbox_config.validator_id}-{secrets.token_hex(3)}"
     )
     yield config
-
-    async def teardown() -> None:
-        sandbox = DockerSandbox(config)
-        try:
-            await sandbox.cleanup()
-            await sandbox.prune_images()
-        finally:
-            await sandbox.close()
-
-    asyncio.run(teardown())
+    remove_validator_objects(config)
 
 
 async def counting_builds(sandbox: DockerSandbox, monkeypatch: pytest.MonkeyPatch) -> list[int]:
