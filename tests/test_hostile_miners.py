@@ -41,7 +41,13 @@ import pytest
 from evaluation.errors import MinerResponseError
 from evaluation.localhub import publish
 from evaluation.miner_client import MinerClient
-from evaluation.sandbox.docker_sandbox import IMAGE_REPOSITORY, DockerSandbox, SandboxConfig, ownership_filter
+from evaluation.sandbox.docker_sandbox import (
+    IMAGE_REPOSITORY,
+    LABEL_UID,
+    DockerSandbox,
+    SandboxConfig,
+    ownership_filter,
+)
 from evaluation.types import SampleResult, Submission
 from tests.scenario import World, world
 from validator.app import open_app
@@ -319,12 +325,18 @@ def hostile_round(
         duration = time.monotonic() - started
         time.sleep(0.5)
         filters = ownership_filter(validator_id)
+        # Tags and labels both name the uid an image was built for (a reused image may carry several).
         images_by_uid: dict[int, int] = {}
-        for image in client.images.list(IMAGE_REPOSITORY):
+        seen = {image.id: image for image in client.images.list(IMAGE_REPOSITORY)}
+        seen.update({image.id: image for image in client.images.list(filters=filters)})
+        for image in seen.values():
+            uids = {int(image.labels[LABEL_UID])} if LABEL_UID in image.labels else set()
             for tag in image.tags:
                 match = re.match(rf"{IMAGE_REPOSITORY}:{re.escape(validator_id)}-uid(\d+)-", tag)
                 if match:
-                    images_by_uid[int(match[1])] = images_by_uid.get(int(match[1]), 0) + 1
+                    uids.add(int(match[1]))
+            for uid in uids:
+                images_by_uid[uid] = images_by_uid.get(uid, 0) + 1
         yield Outcome(
             uids=dict(w.uids),
             rows=outcome["rows"],
@@ -405,7 +417,7 @@ def assert_failed_samples(outcome: Outcome, case: str, fragment: str, expected: 
 def no_image_built(outcome: Outcome, case: str) -> None:
     uid = outcome.uids[f"5H-{case}"]
     assert outcome.images_by_uid.get(uid, 0) == 0, "an image was built for a repo rejected before the build"
-    assert outcome.images_by_uid.get(outcome.uids[CONTROL], 0) == 1  # builds did happen in this round
+    assert sum(outcome.images_by_uid.values()) > 0  # images of this round are visible to the check
 
 
 # ------------------------------------------------------------------------------------------- tests
@@ -468,17 +480,16 @@ def test_memory_bomb_is_oom_killed(hostile_round: Outcome) -> None:
 
 
 def test_disk_filling_stops_at_the_caps(hostile_round: Outcome) -> None:
-    error = assert_rejected(hostile_round, "disk_fill", "StartFailed")
+    assert_rejected(hostile_round, "disk_fill", "StartFailed", "exited with code 3")
     report = hostile_round.report("disk_fill")
     for folder in ("/", "/app", "/etc", "/var/tmp", "/home", "/root"):
         assert report[f"write {folder}"].startswith("failed"), report
-    shm_mib, shm_outcome = report["shm"]
-    assert shm_mib <= 64 and "ENOSPC" in shm_outcome, report
-    if "tmp" in report:  # /tmp filled to its tmpfs cap, or to the memory limit it is charged to
-        tmp_mib, tmp_outcome = report["tmp"]
-        assert (tmp_mib <= 1024 and "ENOSPC" in tmp_outcome) or "ENOMEM" in tmp_outcome, report
-    else:  # the tmpfs pages count against the container's memory: killed at 256m
-        assert "killed: out of memory" in error, error
+    # /dev/shm and /tmp are RAM: a writer stops at the mount's size (ENOSPC) or is killed at the memory
+    # limit the pages are charged to; either way far from the host's disk. The container lives to say so.
+    for mount, cap_mib in (("shm", 256), ("tmp", 1024)):
+        written_mib, result = report[mount]
+        assert written_mib <= cap_mib, report
+        assert "No space left" in result or result == "killed by signal 9", report
     assert_validator_and_host_unharmed(hostile_round)
 
 

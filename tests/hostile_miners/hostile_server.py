@@ -7,6 +7,7 @@ records StartFailed with the report in the container's log tail; modes that serv
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -108,6 +109,21 @@ def fill(path: str, limit_mib: int) -> tuple[int, str]:
     return written, "limit reached"
 
 
+def fill_in_child(path: str, limit_mib: int) -> tuple[int, str]:
+    """Fill ``path`` from a child that volunteers for the OOM killer, so this process lives to report."""
+    script = (
+        f"echo 1000 > /proc/self/oom_score_adj; exec dd if=/dev/zero of={path} bs=4M count={limit_mib // 4}"
+    )
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    written = os.path.getsize(path) // 2**20 if os.path.exists(path) else 0
+    with contextlib.suppress(OSError):
+        os.remove(path)  # give the memory back before the next phase
+    if done.returncode < 0:
+        return written, f"killed by signal {-done.returncode}"
+    errors = [line for line in done.stderr.splitlines() if "error" in line or "No space" in line]
+    return written, (errors[-1] if errors else f"exit {done.returncode}")
+
+
 def disk_fill() -> None:
     report: dict[str, Any] = {}
     for folder in ("/", "/app", "/etc", "/var/tmp", "/home", "/root"):
@@ -118,9 +134,8 @@ def disk_fill() -> None:
             report[f"write {folder}"] = "written"
         except OSError as exc:
             report[f"write {folder}"] = describe(exc)
-    report["shm"] = fill("/dev/shm/hostile-fill", 4096)
-    print("REPORT " + json.dumps(report, sort_keys=True), flush=True)  # in case /tmp gets us killed
-    report["tmp"] = fill("/tmp/hostile-fill", 8192)
+    report["shm"] = fill_in_child("/dev/shm/hostile-fill", 4096)
+    report["tmp"] = fill_in_child("/tmp/hostile-fill", 4096)
     report_and_exit(report)
 
 
