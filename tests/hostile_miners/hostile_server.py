@@ -168,7 +168,10 @@ def privileged() -> None:
         report["raw_socket"] = "opened"
     except OSError as exc:
         report["raw_socket"] = describe(exc)
-    report["volume /data"] = fill("/data/hostile-fill", 8)
+    report["volume /data"] = fill("/data/hostile-fill", 128)
+    report["volume /data fs"] = next(
+        (line.split()[2] for line in open("/proc/mounts") if line.split()[1] == "/data"), "not mounted"
+    )
     report_and_exit(report)
 
 
