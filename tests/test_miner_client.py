@@ -85,6 +85,8 @@ async def _answer(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("http://127.0.0.1:9/elsewhere")
     if mode == "not_json":
         return web.Response(text="<html>hello</html>", content_type="text/html")
+    if mode == "not_utf8":
+        return web.Response(body=b'{"text": "caf\xe9 \xff"}', content_type="application/json")
     if mode == "json_list":
         return web.json_response(["text", "hi"])
     if mode == "deep_json":
@@ -202,6 +204,7 @@ async def test_inference_audio_over_the_cap_is_refused(miner: Miner) -> None:
         ("redirect", "HTTP 302"),
         ("not_json", "not JSON"),
         ("deep_json", "not JSON"),
+        ("not_utf8", "not JSON"),
         ("json_list", "not a JSON object"),
         ("missing_text", "no 'text'"),
         ("text_not_string", "'text' must be a string, got list"),
