@@ -58,6 +58,16 @@ async def check_block(chain: Chain) -> int:
     return second
 
 
+async def check_block_hash(chain: Chain) -> None:
+    """A block's hash is a hex string, stable across reads, and differs between blocks."""
+    block = await chain.block()
+    first, again = await chain.block_hash(block), await chain.block_hash(block)
+    assert isinstance(first, str) and first.startswith("0x") and int(first, 16) >= 0, first
+    assert first == again, "the same block gave two hashes"
+    if block > 0:
+        assert await chain.block_hash(block - 1) != first, "two blocks share a hash"
+
+
 async def check_neurons(chain: Chain, setup: ContractSetup) -> list[Neuron]:
     """Neurons are :class:`Neuron` values, unique by uid and hotkey, matching the setup."""
     neurons = await chain.neurons(setup.netuid)
@@ -193,6 +203,7 @@ async def check_close(chain: Chain) -> None:
 async def run_chain_contract(chain: Chain, setup: ContractSetup) -> None:
     """Every check in order, ending with ``close``."""
     await check_block(chain)
+    await check_block_hash(chain)
     await check_neurons(chain, setup)
     await check_commitments(chain, setup)
     await check_hyperparameters(chain, setup)

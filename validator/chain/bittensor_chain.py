@@ -244,6 +244,14 @@ class BittensorChain:
         """Current block number."""
         return await self._call("block", lambda client: client.block())
 
+    async def block_hash(self, block: int) -> str:
+        """Hash of ``block``, through the same accessor the SDK uses to pin its own reads to a block
+        (11.3 has no public one; the SDK version is pinned exactly)."""
+        value = await self._call("block_hash", lambda client: client._block_hash(block))
+        if not value:
+            raise ChainConnectionError(f"the chain has no hash for block {block}")
+        return str(value)
+
     async def neurons(self, netuid: int) -> list[Neuron]:
         """Every registered neuron of ``netuid`` from the metagraph (one runtime-API call)."""
         graph = await self._call(

@@ -58,6 +58,10 @@ class ChainFacade:
         """Block of this validator's last weight set, ``None`` if never."""
         return await self._read("last_weights_block", lambda: self._chain.last_weights_block(netuid))
 
+    async def block_hash(self, block: int) -> str:
+        """Hash of ``block``."""
+        return await self._read("block_hash", lambda: self._chain.block_hash(block))
+
     async def commit_own(self, netuid: int, value: str) -> int:
         """Commit ``value`` for the adapter's own hotkey; one attempt under the deadline.
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import math
 import operator
@@ -558,6 +559,10 @@ class LocalChain:
         """Block of this validator's latest weight set, ``None`` if it never set any."""
         _, block = await asyncio.to_thread(self.weights, netuid)
         return block
+
+    async def block_hash(self, block: int) -> str:
+        """A stand-in hash: sha256 of the block number. Predictable, which is fine for a dev chain."""
+        return "0x" + hashlib.sha256(f"local-chain-block:{block}".encode()).hexdigest()
 
     async def commit_own(self, netuid: int, value: str) -> int:
         """Commit ``value`` for this chain's own hotkey (see :meth:`commit`); returns the block."""

@@ -89,6 +89,10 @@ class Chain(Protocol):
         """Block of this validator's last weight set (subtensor's ``LastUpdate``); ``None`` if never."""
         ...
 
+    async def block_hash(self, block: int) -> str:
+        """Hash of ``block`` (hex): unknown before the block exists, the same for every reader after."""
+        ...
+
     async def set_weights(self, netuid: int, weights: dict[int, float], version_key: int) -> WeightSetResult:
         """Set this validator's weights (uid -> non-negative weight); the adapter normalises."""
         ...
