@@ -8,6 +8,8 @@ than one, scores 0.
 Rules, applied in tiers; the first tier that finds any valid letter decides, and if that tier finds two
 or more different letters the response is ambiguous (score 0):
 
+0. Contrasts, which name a rejected letter next to the chosen one: "not A but C", "C, not A",
+   "C rather than A", "C instead of A" choose C.
 1. Explicit statements: "the answer is B", "answer: B", "correct option would be (B)", "B is correct",
    "B is the right answer", "I choose B", "I'd go with option B", "It's B".
 2. The response is just a letter ("B", "b.", "**(B)**") or opens with a label ("B. Evaporation",
@@ -64,6 +66,18 @@ _EXPLICIT = [
         r"(?i:(?:option|choice)\s+)?" + _LETTER
     ),
 ]
+# Contrasts come first: every other tier would see both letters and call the response ambiguous.
+_OPT = r"(?i:(?:option|choice|answer)\s+)?[(\[]?"
+_CONTRAST = [
+    re.compile(r"(?i:\bnot\s+)" + _OPT + r"[A-J][)\]]?\s*,?\s*(?i:but)\s+" + _OPT + r"(?P<a>[A-J])(?![\w])"),
+    re.compile(
+        r"(?:^|(?<=[\s(\[]))"
+        + _OPT
+        + r"(?P<a>[A-J])[)\]]?\s*,?\s*(?i:not|rather\s+than|instead\s+of)\s+"
+        + _OPT
+        + r"[A-J](?![\w])"
+    ),
+]
 _LABEL = [
     # The whole response is one letter: "B", "b.", "(B)".
     re.compile(r"^\W*(?P<a>[A-Za-z])\W*$"),
@@ -113,7 +127,7 @@ def extract_choice(response: str, options: dict[str, str] | None = None) -> str 
     """
     valid = set(options) if options else set(DEFAULT_LETTERS)
     text = _MARKDOWN.sub("", response).strip()
-    for tier in (_EXPLICIT, _LABEL, _MENTION):
+    for tier in (_CONTRAST, _EXPLICIT, _LABEL, _MENTION):
         found = {letter for pattern in tier for letter in _letters(pattern, text) if letter in valid}
         if found:
             return found.pop() if len(found) == 1 else None
