@@ -1,21 +1,42 @@
 """Evaluator registry: which evaluator scores which VoiceBench subset.
 
-Only the deterministic multiple-choice evaluator exists so far; judge-backed evaluators (open, qa) and
-the rule-based ones (ifeval, bbh, harm) register here as they arrive.
+Keys are the ``EvaluatorName`` values of ``evaluation.voicebench.subsets``. Rule-based and deterministic:
+mcq (mmsu, openbookqa), bbh, ifeval, harm (advbench). Judge-based: open and qa, whose classes are slots
+that raise :class:`JudgeRequired` until the local LLM judge lands.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import get_args
 
 from evaluation.voicebench.evaluators.base import Evaluator
+from evaluation.voicebench.evaluators.bbh import BBHEvaluator
+from evaluation.voicebench.evaluators.harm import HarmEvaluator
+from evaluation.voicebench.evaluators.ifeval import IFEvalEvaluator
+from evaluation.voicebench.evaluators.judge import JudgeRequired, OpenEvaluator, QAEvaluator
 from evaluation.voicebench.evaluators.mcq import MultipleChoiceEvaluator
+from evaluation.voicebench.subsets import SUBSETS, EvaluatorName
 
-EVALUATORS: Mapping[str, Callable[[], Evaluator]] = MappingProxyType({"mcq": MultipleChoiceEvaluator})
+EVALUATORS: Mapping[str, Callable[[], Evaluator]] = MappingProxyType(
+    {
+        "open": OpenEvaluator,
+        "qa": QAEvaluator,
+        "mcq": MultipleChoiceEvaluator,
+        "bbh": BBHEvaluator,
+        "ifeval": IFEvalEvaluator,
+        "harm": HarmEvaluator,
+    }
+)
+# A new EvaluatorName without a class here would only fail when its subset is scored; fail at import.
+if set(EVALUATORS) != set(get_args(EvaluatorName)):
+    raise ImportError(f"EVALUATORS {sorted(EVALUATORS)} must match EvaluatorName {get_args(EvaluatorName)}")
 
-# Subset -> evaluator name, as in VoiceBench (mmsu also uses mcq once its data is wired in).
-SUBSET_EVALUATOR: Mapping[str, str] = MappingProxyType({"openbookqa": "mcq"})
+# Subset -> evaluator name, derived from the subset table so the two cannot drift apart.
+SUBSET_EVALUATOR: Mapping[str, str] = MappingProxyType(
+    {name: spec.evaluator for name, spec in SUBSETS.items()}
+)
 
 
 def get_evaluator(name: str) -> Evaluator:
@@ -27,4 +48,16 @@ def get_evaluator(name: str) -> Evaluator:
     return factory()
 
 
-__all__ = ["EVALUATORS", "SUBSET_EVALUATOR", "Evaluator", "MultipleChoiceEvaluator", "get_evaluator"]
+__all__ = [
+    "EVALUATORS",
+    "SUBSET_EVALUATOR",
+    "BBHEvaluator",
+    "Evaluator",
+    "HarmEvaluator",
+    "IFEvalEvaluator",
+    "JudgeRequired",
+    "MultipleChoiceEvaluator",
+    "OpenEvaluator",
+    "QAEvaluator",
+    "get_evaluator",
+]
