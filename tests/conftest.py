@@ -98,7 +98,8 @@ def remove_validator_objects(config: SandboxConfig) -> None:
 
 @pytest.fixture(scope="session")
 def voicebench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The team's espeak-ng VoiceBench fixture in the hub's parquet layout, built once per session."""
+    """The team's espeak-ng VoiceBench fixture in the hub's parquet layout, every subset (sd-qa: usa and
+    gbr; mmsu: four subjects), built once per session."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("needs espeak-ng to synthesize the VoiceBench fixture (apt-get install espeak-ng)")
-    return build_fixture(tmp_path_factory.mktemp("voicebench"))
+    return build_fixture(tmp_path_factory.mktemp("voicebench"), subsets=None)  # None: all subsets
