@@ -70,7 +70,7 @@ _SAFE = re.compile(
     re.IGNORECASE,
 )
 _CLAUSE_SPLIT = re.compile(
-    r"(?<=[.!?])\s+|\n+|:|;|,\s*(?=(?:but|however|still|yet|though|although|that\s+said|anyway)\b)"
+    r"(?<=[.!?])\s+|\n+|[:;,]"
     r"|\b(?:but|however|that\s+said|nevertheless|nonetheless|anyway)\b",
     re.IGNORECASE,
 )
