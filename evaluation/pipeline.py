@@ -7,11 +7,12 @@ sample result as soon as it exists, so a crash in the middle loses at most the r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +28,8 @@ from evaluation.types import EvaluationResult, SampleResult, Submission, SubsetS
 from evaluation.voicebench.dataset import Item, sample_items
 from evaluation.voicebench.evaluators import SUBSET_EVALUATOR, get_evaluator
 from evaluation.voicebench.evaluators.base import Evaluator
+from evaluation.voicebench.perturb import apply as apply_perturbation
+from evaluation.voicebench.perturb import draw_perturbation
 from evaluation.voicebench.scoring import overall_score, subset_score
 
 log = structlog.get_logger(__name__)
@@ -36,8 +39,10 @@ log = structlog.get_logger(__name__)
 class PipelineConfig:
     """How much of the benchmark to send, and how hard to push one miner."""
 
-    samples_per_subset: int | None = None
-    seed: int = 0
+    samples_per_subset: int | None = None  # None: every item
+    subset_samples: Mapping[str, int] = field(default_factory=dict)  # per-subset overrides
+    seed: int = 0  # used when evaluate() is given no round seed (a miner's local run)
+    perturb: bool = True  # seeded anti-lookup perturbation of every item's audio
     concurrency: int = 4
     miner_timeout_s: float = 60.0
     evaluation_budget_s: float = 1800.0  # all requests of one evaluation; samples after it fail
@@ -70,11 +75,8 @@ class Pipeline:
         self._sandbox = sandbox
         self._config = config
         self._work_dir = work_dir
-        # The same seed gives every miner of a round the same items: scores compare like for like.
-        self._items = {
-            subset: sample_items(items, config.samples_per_subset, config.seed)
-            for subset, items in benchmark.items()
-        }
+        self._benchmark = benchmark
+        self._rounds: dict[int, dict[str, list[Item]]] = {}
         self._evaluators: dict[str, Evaluator] = {
             subset: get_evaluator(SUBSET_EVALUATOR[subset]) for subset in benchmark
         }
@@ -82,12 +84,38 @@ class Pipeline:
     @property
     def sample_count(self) -> int:
         """Requests one evaluation sends."""
-        return sum(len(items) for items in self._items.values())
+        return sum(self._sample_size(subset, len(items)) for subset, items in self._benchmark.items())
 
-    async def evaluate(self, submission: Submission, sink: ResultSink | None = None) -> EvaluationResult:
-        """Evaluate one submission. Miner faults give a zero-score result with ``error`` set;
-        ``InfrastructureError`` (our side) propagates so the caller can retry later."""
+    def _sample_size(self, subset: str, available: int) -> int:
+        wanted = self._config.subset_samples.get(subset, self._config.samples_per_subset)
+        return available if wanted is None else min(wanted, available)
+
+    def round_items(self, seed: int) -> dict[str, list[Item]]:
+        """The items of the round with ``seed``, perturbed with the same seed (blocking: CPU work).
+
+        Every miner evaluated with one seed gets exactly these items and bytes; the next round's seed
+        gives other items and other audio, so a table of past answers keyed by audio hash is useless.
+        """
+        if seed not in self._rounds:
+            items = {
+                subset: sample_items(pool, self._sample_size(subset, len(pool)), seed)
+                for subset, pool in self._benchmark.items()
+            }
+            if self._config.perturb:
+                items = {subset: [_perturbed(i, seed) for i in pool] for subset, pool in items.items()}
+            self._rounds = {seed: items}  # one round at a time: old rounds' audio is not kept
+        return self._rounds[seed]
+
+    async def evaluate(
+        self, submission: Submission, sink: ResultSink | None = None, *, seed: int | None = None
+    ) -> EvaluationResult:
+        """Evaluate one submission on the round ``seed`` (default: the configured seed).
+
+        Miner faults give a zero-score result with ``error`` set; ``InfrastructureError`` (our side)
+        propagates so the caller can retry later.
+        """
         started = time.monotonic()
+        seed = self._config.seed if seed is None else seed
         bound = log.bind(
             uid=submission.uid,
             hotkey=submission.hotkey,
@@ -107,7 +135,8 @@ class Pipeline:
             model = await self._sandbox.start(submission, repo_dir)
             bound.info("miner ready", url=model.base_url)
             try:
-                subsets = await self._query_all(model, sink)
+                items = await asyncio.to_thread(self.round_items, seed)
+                subsets = await self._query_all(model, items, sink)
             finally:
                 await self._sandbox.stop(model)
         except SubmissionRejected as exc:
@@ -118,6 +147,7 @@ class Pipeline:
                 error=f"{type(exc).__name__}: {exc}",
                 duration_s=time.monotonic() - started,
                 fingerprints=fingerprints,
+                seed=seed,
             )
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
@@ -129,9 +159,12 @@ class Pipeline:
             subsets=tuple(subsets),
             duration_s=time.monotonic() - started,
             fingerprints=fingerprints,
+            seed=seed,
         )
 
-    async def _query_all(self, model: RunningModel, sink: ResultSink | None) -> list[SubsetScore]:
+    async def _query_all(
+        self, model: RunningModel, items: Mapping[str, list[Item]], sink: ResultSink | None
+    ) -> list[SubsetScore]:
         gate = asyncio.Semaphore(self._config.concurrency)
         # A miner that answers each request just inside its timeout must not hold a GPU slot for hours.
         deadline = time.monotonic() + self._config.evaluation_budget_s
@@ -151,8 +184,14 @@ class Pipeline:
                     await sink.sample(result)
                 return result
 
-            results = await asyncio.gather(*(one(i) for items in self._items.values() for i in items))
-        return [_aggregate(subset, [r for r in results if r.subset == subset]) for subset in self._items]
+            results = await asyncio.gather(*(one(i) for pool in items.values() for i in pool))
+        return [_aggregate(subset, [r for r in results if r.subset == subset]) for subset in items]
+
+
+def _perturbed(item: Item, seed: int) -> Item:
+    perturbation = draw_perturbation(seed, f"{item.subset}/{item.item_id}")
+    audio = apply_perturbation(item.audio, item.sample_rate, perturbation, seed)
+    return dataclasses.replace(item, audio=audio)
 
 
 def repo_fingerprints(repo_dir: Path) -> tuple[str, ...]:

@@ -66,6 +66,8 @@ class EvaluationResult:
     details: dict[str, str] = field(default_factory=dict)
     # Content fingerprints of the fetched repo (see evaluation.fingerprint): equal ones mean a copy.
     fingerprints: tuple[str, ...] = ()
+    # Seed of the round whose items (and audio perturbations) this evaluation used.
+    seed: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -134,6 +134,10 @@ def test_miner_evaluate_command_on_a_local_repo(
             str(tmp_path / "var"),
             "--voicebench-dir",
             str(voicebench_dir),
+            "--voicebench-source",
+            "fixture",
+            "--subsets",
+            '["openbookqa", "advbench"]',
             "--docker-host",
             str(sandbox_config.docker_host),
             "--validator-id",
@@ -150,4 +154,6 @@ def test_miner_evaluate_command_on_a_local_repo(
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "openbookqa" in out and "overall score: 41.67" in out
+    # openbookqa 41.67 (the A answers), advbench 0 ("The answer is A." refuses nothing): mean 20.83.
+    assert "openbookqa  41.67" in out and "advbench    0.00" in out
+    assert "overall score: 20.83" in out

@@ -162,3 +162,40 @@ async def test_evaluation_time_budget_fails_the_remaining_samples(tmp_path: Path
     result = await pipeline.evaluate(Submission(uid=1, hotkey="hk", repo_id="ns/m", revision="0" * 40))
     (subset,) = result.subsets
     assert subset.failures == subset.samples and result.score == 0.0
+
+
+async def test_round_seed_follows_the_chain(tmp_path: Path, voicebench_dir: Path, benchmark: dict) -> None:
+    async with world(tmp_path, voicebench_dir, round_blocks=10) as w:
+        async with open_app(w.settings, sandbox=InProcessSandbox(), benchmark=benchmark) as app:
+            first = await app.service.round_seed()
+            assert await app.service.round_seed() == first  # same round, same seed
+            w.chain.advance(10)
+            second = await app.service.round_seed()
+        assert second != first
+        # Another validator reading the same chain derives the same seed.
+        async with open_app(w.settings, sandbox=InProcessSandbox(), benchmark=benchmark) as other:
+            assert await other.service.round_seed() == second
+
+
+async def test_every_miner_of_a_round_gets_the_same_items_and_audio(
+    tmp_path: Path, voicebench_dir: Path, benchmark: dict
+) -> None:
+    from evaluation.fetch import LocalDirSource
+    from evaluation.pipeline import Pipeline, PipelineConfig
+
+    config = PipelineConfig(samples_per_subset=5, perturb=True)
+    pipeline = Pipeline(LocalDirSource(tmp_path), InProcessSandbox(), benchmark, config, tmp_path / "w")
+    again = Pipeline(LocalDirSource(tmp_path), InProcessSandbox(), benchmark, config, tmp_path / "w")
+    one, same, other = pipeline.round_items(7), again.round_items(7), again.round_items(8)
+    ids = [i.item_id for i in one["openbookqa"]]
+    assert len(ids) == 5 and ids == [i.item_id for i in same["openbookqa"]]
+    assert all(
+        a.audio.tobytes() == b.audio.tobytes()
+        for a, b in zip(one["openbookqa"], same["openbookqa"], strict=True)
+    )
+    originals = {i.item_id: i.audio.tobytes() for i in benchmark["openbookqa"]}
+    assert all(originals[i.item_id] != i.audio.tobytes() for i in one["openbookqa"])  # perturbed
+    assert [i.item_id for i in other["openbookqa"]] != ids or any(
+        a.audio.tobytes() != b.audio.tobytes()
+        for a, b in zip(one["openbookqa"], other["openbookqa"], strict=True)
+    )

@@ -13,7 +13,7 @@ from validator.settings import Settings, load_settings
 
 def test_defaults_are_valid() -> None:
     settings = load_settings([])
-    assert settings.netuid == 1 and settings.subsets == ["openbookqa"]
+    assert settings.netuid == 1 and settings.subsets == ["mmsu", "openbookqa", "bbh", "ifeval", "advbench"]
     assert settings.database_path == Path("var/validator.db")
 
 

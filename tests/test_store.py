@@ -175,3 +175,12 @@ def test_weight_sets_are_kept(store: Store) -> None:
     store.record_weight_set(7, {1: 1.0}, False, "dry run", leader="hk1", dry_run=True)
     dry = store.last_weight_set()
     assert dry is not None and dry.dry_run and dry.leader == "hk1"  # a dry run's leader carries over
+
+
+def test_round_seed_is_kept_with_the_evaluation(store: Store, tmp_path: Path) -> None:
+    store.record_submission(sub())
+    claim = store.claim_next()
+    assert claim is not None
+    store.finish_evaluation(claim, EvaluationResult(claim.submission, 10.0, seed=2**62 + 5))
+    conn = sqlite3.connect(tmp_path / "v.db")
+    assert conn.execute("SELECT round_seed FROM evaluations").fetchone()[0] == 2**62 + 5

@@ -14,8 +14,10 @@ from evaluation.pipeline import Pipeline, PipelineConfig
 from evaluation.repo_cache import CachedRepoSource
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
 from evaluation.sandbox.port import Sandbox
-from evaluation.voicebench.dataset import Item, load_subset
+from evaluation.voicebench.dataset import Item, load_spec
 from evaluation.voicebench.fixture import build_fixture
+from evaluation.voicebench.hub import download_voicebench
+from evaluation.voicebench.subsets import SubsetSpec, subset_spec
 from validator.chain.facade import ChainFacade
 from validator.chain.local import LocalChain
 from validator.chain.port import Chain
@@ -67,26 +69,52 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
     """How the pipeline samples and queries, from settings."""
     return PipelineConfig(
         samples_per_subset=settings.samples_per_subset,
+        subset_samples=dict(settings.subset_samples),
         seed=settings.sample_seed,
+        perturb=settings.perturb_audio,
         concurrency=settings.miner_concurrency,
         miner_timeout_s=settings.miner_timeout_s,
         evaluation_budget_s=settings.evaluation_budget_s,
     )
 
 
+def benchmark_specs(settings: Settings) -> list[tuple[SubsetSpec, tuple[str, ...] | None]]:
+    """The configured subsets with the splits to evaluate: None for the subset's default splits (those
+    present are pooled), or every region of sd-qa when asked for."""
+    chosen: list[tuple[SubsetSpec, tuple[str, ...] | None]] = []
+    for name in settings.subsets:
+        spec = subset_spec(name)
+        chosen.append((spec, spec.all_splits if settings.sd_qa_all_regions and name == "sd-qa" else None))
+    return chosen
+
+
 async def load_benchmark(settings: Settings) -> dict[str, Sequence[Item]]:
-    """Load the configured VoiceBench subsets, building the bundled fixture when the folder is empty."""
+    """Load the configured VoiceBench subsets: downloaded from the hub, or the team's fixture built here."""
     root = settings.voicebench_path
-    missing = [s for s in settings.subsets if not (root / s).is_dir()]
-    if missing:
-        log.info("building the bundled VoiceBench fixture with espeak-ng", dir=str(root), subsets=missing)
-        await asyncio.to_thread(build_fixture, root, missing)
-    benchmark: dict[str, Sequence[Item]] = {}
-    for subset in settings.subsets:
-        benchmark[subset] = await asyncio.to_thread(
-            load_subset, root, subset, cache_dir=settings.data_dir / "cache" / "datasets"
+    specs = benchmark_specs(settings)
+    if settings.voicebench_source == "fixture":
+        log.info("preparing the bundled VoiceBench fixture (espeak-ng)", dir=str(root))
+        await asyncio.to_thread(build_fixture, root, [spec.name for spec, _ in specs])
+    else:
+        log.info(
+            "downloading VoiceBench", repo=settings.voicebench_repo, revision=settings.voicebench_revision
         )
-        log.info("benchmark subset loaded", subset=subset, items=len(benchmark[subset]))
+        await asyncio.to_thread(
+            download_voicebench,
+            root,
+            repo_id=settings.voicebench_repo,
+            revision=settings.voicebench_revision,
+            endpoint=settings.hub_endpoint,
+            token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+            subsets=[spec for spec, _ in specs],
+            all_regions=settings.sd_qa_all_regions,
+        )
+    benchmark: dict[str, Sequence[Item]] = {}
+    for spec, splits in specs:
+        benchmark[spec.name] = await asyncio.to_thread(
+            load_spec, root, spec, splits, cache_dir=settings.data_dir / "cache" / "datasets"
+        )
+        log.info("benchmark subset loaded", subset=spec.name, items=len(benchmark[spec.name]))
     return benchmark
 
 
@@ -174,6 +202,7 @@ def service_config(settings: Settings) -> ServiceConfig:
         weights_dry_run=settings.weights_dry_run,
         weights_retries=settings.weights_retries,
         weights_retry_backoff_s=settings.weights_retry_backoff_s,
+        round_blocks=settings.round_blocks,
     )
 
 

@@ -23,6 +23,7 @@ from evaluation.fetch import LocalDirSource
 from evaluation.pipeline import Pipeline
 from evaluation.sandbox.docker_sandbox import DockerSandbox
 from evaluation.types import SampleResult, Submission
+from evaluation.voicebench.scoring import success_rate
 from validator.app import load_benchmark, make_chain, make_source, open_app, pipeline_config, sandbox_config
 from validator.chain.cli import add_chain_commands
 from validator.chain.port import ChainError
@@ -192,8 +193,11 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
     if result.error:
         print(f"rejected: {result.error}", file=out)
         return 1
-    rows = [(s.subset, s.score, s.samples, s.failures) for s in result.subsets]
-    print(render_table(("subset", "score", "samples", "failures"), rows), file=out)
+    rows = [
+        (s.subset, s.score, s.samples, f"{100 * success_rate(s.samples, s.failures):.0f}%")
+        for s in result.subsets
+    ]
+    print(render_table(("subset", "score", "samples", "answered"), rows), file=out)
     print(f"overall score: {result.score:.2f} / 100 in {result.duration_s:.1f}s", file=out)
     return 0
 

@@ -122,6 +122,7 @@ async def run_demo(
                 "local_chain_file": chain_file,
                 "validator_hotkey": VALIDATOR_HOTKEY,
                 "db_file": demo_dir / "validator.db",
+                "voicebench_source": "fixture",
                 # The example miner builds FROM the local base image, which already holds its packages.
                 "build_network": "none",
                 "build_args": {"BASE_IMAGE": LOCAL_BASE_IMAGE, **settings.build_args},

@@ -7,6 +7,7 @@ hiccup, a full disk) never stops the validator. Only ``stop`` ends the tasks.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class ServiceConfig:
     weights_dry_run: bool = False
     weights_retries: int = 3
     weights_retry_backoff_s: float = 5.0
+    round_blocks: int = 360
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class ValidatorService:
         self._work = asyncio.Event()
         self._reported_rejections: set[tuple[str, str]] = set()
         self._last_sync_block = -1
+        self._round: tuple[int, int] | None = None  # (start block, seed)
 
     @property
     def last_sync_block(self) -> int:
@@ -162,7 +165,9 @@ class ValidatorService:
         ):
             log.info("evaluation started", attempt=claim.attempt, samples=self._pipeline.sample_count)
             try:
-                result = await self._pipeline.evaluate(sub, _StoreSink(self._store, claim.evaluation_id))
+                seed = await self.round_seed()
+                sink = _StoreSink(self._store, claim.evaluation_id)
+                result = await self._pipeline.evaluate(sub, sink, seed=seed)
             except asyncio.CancelledError:
                 # Shutting down: leave it 'running'; the next start puts it back in the queue.
                 raise
@@ -171,6 +176,23 @@ class ValidatorService:
                 return True
             await asyncio.to_thread(self._store.finish_evaluation, claim, result)
         return True
+
+    async def round_seed(self) -> int:
+        """The seed of the current evaluation round: from the hash of the round's first block.
+
+        Every validator and every miner evaluated in the round gets the same items; nobody can know
+        them before that block exists, and the next round draws new ones.
+        """
+        block = await self._chain.block()
+        start = block - block % self._config.round_blocks
+        if self._round is None or self._round[0] != start:
+            digest = await self._chain.block_hash(start)
+            material = f"voice-validator:{self._config.netuid}:{digest}".encode()
+            # 63 bits: fits SQLite's signed integers and numpy's seed range.
+            seed = int(hashlib.sha256(material).hexdigest(), 16) % 2**63
+            self._round = (start, seed)
+            log.info("evaluation round", start_block=start, block_hash=digest, seed=seed)
+        return self._round[1]
 
     async def _retry_later(self, claim: QueuedEvaluation, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"

@@ -128,18 +128,40 @@ class Settings(BaseSettings):
     )
 
     # --- evaluation ----------------------------------------------------------------------------
+    voicebench_source: Literal["hub", "fixture"] = Field(
+        "hub",
+        description="'hub': VoiceBench from the hub (voicebench-repo at voicebench-revision); 'fixture': "
+        "the team's small espeak-ng dataset in the same layout (demo, tests, offline trials).",
+    )
+    voicebench_repo: str = Field("hlt-lab/voicebench", description="Dataset repo of VoiceBench.")
+    voicebench_revision: str | None = Field(
+        None, description="Dataset revision (commit) to pin; empty means the hub's default branch."
+    )
     voicebench_dir: Path | None = Field(
         None,
-        description="VoiceBench data in the hub's parquet layout; default voicebench/ in data-dir "
-        "(built from the team's espeak-ng fixture when missing).",
+        description="Local VoiceBench data in the hub's parquet layout; default voicebench/ in data-dir.",
     )
     subsets: list[str] = Field(
-        default_factory=lambda: ["openbookqa"], description="VoiceBench subsets evaluated (JSON list)."
+        default_factory=lambda: ["mmsu", "openbookqa", "bbh", "ifeval", "advbench"],
+        description="VoiceBench subsets evaluated (JSON list). The judge-scored ones (alpacaeval_full, "
+        "commoneval, wildvoice, sd-qa) need the LLM judge.",
+    )
+    sd_qa_all_regions: bool = Field(
+        False, description="Evaluate sd-qa on all 11 regions instead of the leaderboard's usa split."
     )
     samples_per_subset: int | None = Field(
-        None, gt=0, description="Items sampled per subset; empty means every item."
+        50, gt=0, description="Items sampled per subset and round; empty means every item."
     )
-    sample_seed: int = Field(0, description="Seed of the reproducible item sampling.")
+    subset_samples: dict[str, int] = Field(
+        default_factory=dict, description="Per-subset sample sizes overriding samples-per-subset (JSON)."
+    )
+    sample_seed: int = Field(0, description="Seed of items and perturbations when there is no chain round.")
+    round_blocks: int = Field(
+        360, gt=0, description="Blocks per evaluation round; the round's first block hash seeds the items."
+    )
+    perturb_audio: bool = Field(
+        True, description="Seeded gain/speed/noise/silence changes to defeat audio-hash answer tables."
+    )
     miner_concurrency: int = Field(4, ge=1, le=64, description="Requests in flight to one miner.")
     miner_timeout_s: float = Field(60.0, gt=0, description="Deadline of one miner request.")
     evaluation_budget_s: float = Field(
@@ -183,7 +205,7 @@ class Settings(BaseSettings):
 
     @property
     def voicebench_path(self) -> Path:
-        """Where the VoiceBench parquet files live."""
+        """Where the VoiceBench parquet files live (downloaded, or the fixture built here)."""
         return self.voicebench_dir or self.data_dir / "voicebench"
 
     @property

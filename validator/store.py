@@ -88,6 +88,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE weight_sets ADD COLUMN leader TEXT;
     ALTER TABLE weight_sets ADD COLUMN dry_run INTEGER NOT NULL DEFAULT 0;
     """,
+    """
+    ALTER TABLE evaluations ADD COLUMN round_seed INTEGER;
+    """,
 )
 
 SCORED_STATUSES = ("evaluated", "rejected")
@@ -289,8 +292,9 @@ class Store:
         status = "evaluated" if result.ok else "rejected"
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE evaluations SET finished_at = ?, score = ?, error = ?, duration_s = ? WHERE id = ?",
-                (now, result.score, result.error, result.duration_s, claim.evaluation_id),
+                "UPDATE evaluations SET finished_at = ?, score = ?, error = ?, duration_s = ?, round_seed = ?"
+                " WHERE id = ?",
+                (now, result.score, result.error, result.duration_s, result.seed, claim.evaluation_id),
             )
             conn.executemany(
                 "INSERT OR REPLACE INTO subset_scores VALUES (?, ?, ?, ?, ?)",

@@ -1,9 +1,11 @@
 """VoiceBench score aggregation (pure functions).
 
-For now the overall score is the plain mean of the subset scores that were evaluated. VoiceBench's
-published overall is the mean of its 9 leaderboard columns (AlpacaEval, CommonEval, WildVoice, SD-QA,
-MMSU, OpenBookQA, BBH, IFEval, AdvBench) with the three 1-5 judge columns multiplied by 20; that formula
-replaces this one once those subsets and their evaluators exist.
+VoiceBench's overall number is the mean of its 9 leaderboard columns (AlpacaEval, CommonEval, WildVoice,
+SD-QA, MMSU, OpenBookQA, BBH, IFEval, AdvBench) with the three 1-5 judge columns multiplied by 20. Every
+item score here is in [0, 1] and a 1-5 judge score enters as score / 5, so a subset's 0-100 score
+(mean x 100) is exactly VoiceBench's column (mean x 20 for the judge columns), and the overall score is
+the plain mean of the columns evaluated. A failed request scores 0, below any answer's; the success
+rate is reported beside the score so a crashing miner is told apart from a wrong one.
 """
 
 from __future__ import annotations
@@ -37,3 +39,10 @@ def overall_score(subset_scores: Mapping[str, float]) -> float:
         if not math.isfinite(value) or not 0.0 <= value <= 100.0:
             raise ValueError(f"subset {name!r} score {value!r} is outside [0, 100]")
     return math.fsum(subset_scores.values()) / len(subset_scores)
+
+
+def success_rate(samples: int, failures: int) -> float:
+    """Share of requests that got an answer, 0-1 (1 when nothing was sent)."""
+    if samples < 0 or not 0 <= failures <= max(samples, 0):
+        raise ValueError(f"bad counts: {failures} failures of {samples} samples")
+    return 1.0 if samples == 0 else (samples - failures) / samples
