@@ -64,3 +64,10 @@ def test_legacy_bittensor_flags_map_to_settings() -> None:
     assert (settings.subtensor_network, settings.subtensor_chain_endpoint) == ("test", "ws://127.0.0.1:9944")
     assert (settings.wallet_name, settings.wallet_hotkey, settings.wallet_path) == ("cold", "hot", "/w")
     assert settings.netuid == 42 and settings.chain == "bittensor"
+
+
+def test_unknown_and_judge_subsets_are_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="unknown VoiceBench subsets"):
+        load_settings(["--subsets", '["openbookqa", "nope"]'])
+    with pytest.raises(ValidationError, match="LLM judge"):
+        load_settings(["--subsets", '["commoneval"]'])

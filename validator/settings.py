@@ -13,7 +13,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from evaluation.voicebench.subsets import SUBSETS
+
 ENV_PREFIX = "VOICE_VALIDATOR_"
+# Evaluators that need the LLM judge; their subsets are refused until the judge exists.
+JUDGE_EVALUATORS = frozenset({"open", "qa"})
 
 
 class Settings(BaseSettings):
@@ -191,6 +195,22 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("subsets")
+    @classmethod
+    def _known_subsets(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(SUBSETS))
+        if unknown:
+            raise ValueError(f"unknown VoiceBench subsets {unknown}; known: {sorted(SUBSETS)}")
+        judged = sorted(name for name in value if SUBSETS[name].evaluator in JUDGE_EVALUATORS)
+        if judged:
+            raise ValueError(
+                f"subsets {judged} are scored by the LLM judge, which this version does not have yet; "
+                "evaluate the deterministic ones (mmsu, openbookqa, bbh, ifeval, advbench)"
+            )
+        if not value:
+            raise ValueError("at least one subset must be evaluated")
+        return value
 
     @model_validator(mode="after")
     def _cache_holds_a_repo(self) -> Settings:
