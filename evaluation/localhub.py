@@ -6,15 +6,21 @@ without any outside network. It listens on loopback only.
 
 Storage layout under ``root``::
 
-    {namespace}/{name}/{revision}/...files    one immutable folder per revision (40 hex digits)
-    {namespace}/{name}/refs.json              {"main": revision, ...}
+    {namespace}/{name}/{revision}/...files             a model: one immutable folder per revision (40 hex)
+    {namespace}/{name}/refs.json                       {"main": revision, ...}
+    datasets/{namespace}/{name}/{revision}/...files    a dataset, same layout under its own folder
+    datasets/{namespace}/{name}/refs.json
 
-Served endpoints (GET, and HEAD where the client uses it):
+``datasets`` is therefore a reserved model namespace (as on the real hub, where ``/datasets/...`` URLs
+belong to dataset repos): a model and a dataset with the same id never share a folder.
 
-- ``/api/models/{ns}/{name}`` and ``/api/models/{ns}/{name}/revision/{rev}``: repo info with siblings
+Served endpoints (GET, and HEAD where the client uses it), ``{kind}`` being ``models`` or ``datasets``:
+
+- ``/api/{kind}/{ns}/{name}`` and ``/api/{kind}/{ns}/{name}/revision/{rev}``: repo info with siblings
   (sizes, blob ids and LFS details when ``?blobs=true``);
-- ``/api/models/{ns}/{name}/tree/{rev}[/{path}]`` with ``?recursive=true``;
-- ``/{ns}/{name}/resolve/{rev}/{path}``: the file, with ``X-Repo-Commit``, ``ETag`` and ``Content-Length``.
+- ``/api/{kind}/{ns}/{name}/tree/{rev}[/{path}]`` with ``?recursive=true``;
+- ``/{ns}/{name}/resolve/{rev}/{path}`` (models) and ``/datasets/{ns}/{name}/resolve/{rev}/{path}``
+  (datasets): the file, with ``X-Repo-Commit``, ``ETag`` and ``Content-Length``.
 
 Errors carry the ``X-Error-Code`` header (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) that
 the client maps to its exception types. Only files found by walking a revision folder are ever served,
@@ -56,6 +62,11 @@ _SHA_RE = re.compile(r"[0-9a-f]{40}")
 _LFS_POINTER_FIXED_BYTES = 43 + 76 + 6
 _MAX_COMPONENT_CHARS = 255
 _TRUTHY = frozenset({"1", "true", "True", "yes"})
+# Folder under the store root that holds dataset repos; also the URL prefix of dataset files.
+DATASETS_DIR = "datasets"
+REPO_TYPES = ("model", "dataset")
+# The client's plural URL names (``/api/models``, ``/api/datasets``) for each repo type.
+_API_KINDS = {"models": "model", "datasets": "dataset"}
 
 
 class HubPathError(ValueError):
@@ -105,6 +116,20 @@ def split_repo_id(repo_id: str) -> tuple[str, str]:
     if len(parts) != 2:
         raise HubPathError(f"repo id must be 'namespace/name': {repo_id!r}")
     return _check_name(parts[0], "namespace"), _check_name(parts[1], "name")
+
+
+def repo_dir(root: Path, repo_id: str, repo_type: str = "model") -> Path:
+    """Folder of ``repo_id`` (validated) in the store at ``root``: models at the top, datasets below
+    ``datasets/``. Raises HubPathError for a malformed id, for a model in the reserved ``datasets``
+    namespace (its folder would be a dataset namespace) and ValueError for an unknown ``repo_type``."""
+    if repo_type not in REPO_TYPES:
+        raise ValueError(f"repo_type must be one of {REPO_TYPES}, got {repo_type!r}")
+    namespace, name = split_repo_id(repo_id)
+    if repo_type == "dataset":
+        return Path(root) / DATASETS_DIR / namespace / name
+    if namespace == DATASETS_DIR:
+        raise HubPathError(f"namespace {DATASETS_DIR!r} is reserved for dataset repos: {repo_id!r}")
+    return Path(root) / namespace / name
 
 
 def _check_relative_path(components: list[str]) -> list[str]:
@@ -163,27 +188,29 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
-def publish(root: Path, repo_id: str, source_dir: Path) -> str:
+def publish(root: Path, repo_id: str, source_dir: Path, *, repo_type: str = "model") -> str:
     """Store ``source_dir`` as a revision of ``repo_id`` under ``root`` and point ``main`` at it.
+
+    ``repo_type`` is ``"model"`` (the default) or ``"dataset"``; see :func:`repo_dir` for where each
+    is stored.
 
     The revision id is a sha1 over the sorted (relative path, size, bytes) of every file, so the same
     content always gets the same revision and publishing it again only moves ``main``. ``.git`` is
     skipped; symlinks and special files are refused (the hub has neither). Blocking: call it from a
     thread when an event loop is running.
     """
-    namespace, name = split_repo_id(repo_id)
+    repo_folder = repo_dir(root, repo_id, repo_type)
     source_dir = Path(source_dir)
     if not source_dir.is_dir():
         raise ValueError(f"not a directory: {source_dir}")
     files = _iter_source_files(source_dir)
     revision = _revision_of(files)
 
-    repo_dir = Path(root) / namespace / name
-    repo_dir.mkdir(parents=True, exist_ok=True)
-    target = repo_dir / revision
+    repo_folder.mkdir(parents=True, exist_ok=True)
+    target = repo_folder / revision
     if not target.exists():
         # Copy into a hidden folder and rename, so a reader never sees half a revision.
-        staging = Path(tempfile.mkdtemp(dir=repo_dir, prefix=".publish-"))
+        staging = Path(tempfile.mkdtemp(dir=repo_folder, prefix=".publish-"))
         try:
             for rel, full in files:
                 dest = staging / rel
@@ -197,7 +224,7 @@ def publish(root: Path, repo_id: str, source_dir: Path) -> str:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    refs_path = repo_dir / "refs.json"
+    refs_path = repo_folder / "refs.json"
     refs = _read_refs(refs_path) if refs_path.exists() else {}
     refs["main"] = revision
     _write_json_atomic(refs_path, refs)
@@ -297,7 +324,7 @@ class LocalHub:
         self._runner: web.AppRunner | None = None
         self._endpoint: str | None = None
         # Revisions are immutable, so their index (with digests) is computed once.
-        self._indexes: dict[tuple[str, str, str], _RevisionIndex] = {}
+        self._indexes: dict[tuple[str, str, str, str], _RevisionIndex] = {}
         self._index_lock = asyncio.Lock()
 
     @property
@@ -366,55 +393,69 @@ class LocalHub:
         # The raw path is split before decoding, so an encoded slash can never create a segment
         # boundary in the repo or revision part; file paths are decoded and then re-split.
         raw = request.rel_url.raw_path.split("/")[1:]
-        if raw[:2] == ["api", "models"] and len(raw) >= 4:
+        if raw[0] == "api" and len(raw) >= 4 and raw[1] in _API_KINDS:
+            repo_type = _API_KINDS[raw[1]]
             repo = (_decode(raw[2]), _decode(raw[3]))
             rest = raw[4:]
             if not rest or rest == [""]:
-                return await self._info(request, repo, "main")
+                return await self._info(request, repo_type, repo, "main")
             if rest[0] == "revision" and len(rest) == 2:
-                return await self._info(request, repo, _decode(rest[1]))
+                return await self._info(request, repo_type, repo, _decode(rest[1]))
             if rest[0] == "tree" and len(rest) >= 2:
                 sub = [_decode(part) for part in rest[2:]]
-                return await self._tree(request, repo, _decode(rest[1]), sub)
+                return await self._tree(request, repo_type, repo, _decode(rest[1]), sub)
+        elif raw[0] == DATASETS_DIR:
+            # Only dataset files live under /datasets/: it is a reserved model namespace, so a URL
+            # here never falls through to the model route below.
+            if len(raw) >= 6 and raw[3] == "resolve":
+                repo = (_decode(raw[1]), _decode(raw[2]))
+                parts = [_decode(p) for p in raw[5:]]
+                return await self._resolve(request, "dataset", repo, _decode(raw[4]), parts)
         elif len(raw) >= 5 and raw[2] == "resolve":
             repo = (_decode(raw[0]), _decode(raw[1]))
-            return await self._resolve(request, repo, _decode(raw[3]), [_decode(p) for p in raw[4:]])
+            parts = [_decode(p) for p in raw[4:]]
+            return await self._resolve(request, "model", repo, _decode(raw[3]), parts)
         raise _HubError(404, None, "no such endpoint")
 
-    async def _index(self, repo: tuple[str, str], revision: str) -> _RevisionIndex:
+    async def _index(self, repo_type: str, repo: tuple[str, str], revision: str) -> _RevisionIndex:
         namespace = _check_name(repo[0], "namespace")
         name = _check_name(repo[1], "name")
         repo_id = f"{namespace}/{name}"
-        repo_dir = self.root / namespace / name
-        refs = await asyncio.to_thread(_load_refs_or_none, repo_dir / "refs.json")
+        try:
+            folder = repo_dir(self.root, repo_id, repo_type)
+        except HubPathError:
+            # A model in the reserved namespace cannot exist; say so the way the hub does.
+            raise _HubError(404, "RepoNotFound", f"Repository {repo_id} not found") from None
+        refs = await asyncio.to_thread(_load_refs_or_none, folder / "refs.json")
         if refs is None:
             raise _HubError(404, "RepoNotFound", f"Repository {repo_id} not found")
         sha = revision if _SHA_RE.fullmatch(revision) else refs.get(revision)
         if sha is None or not _SHA_RE.fullmatch(sha):
             raise _HubError(404, "RevisionNotFound", f"Revision {revision!r} not found in {repo_id}")
-        key = (namespace, name, sha)
+        key = (repo_type, namespace, name, sha)
         async with self._index_lock:
             index = self._indexes.get(key)
             if index is None:
-                revision_dir = repo_dir / sha
+                revision_dir = folder / sha
                 if not await asyncio.to_thread(_is_real_dir, revision_dir):
                     raise _HubError(404, "RevisionNotFound", f"Revision {revision!r} not found in {repo_id}")
                 index = await asyncio.to_thread(_build_index, revision_dir, sha, self.lfs_threshold)
                 self._indexes[key] = index
         return index
 
-    async def _info(self, request: web.Request, repo: tuple[str, str], revision: str) -> web.StreamResponse:
+    async def _info(
+        self, request: web.Request, repo_type: str, repo: tuple[str, str], revision: str
+    ) -> web.StreamResponse:
         self.requests["info"] += 1
-        index = await self._index(repo, revision)
+        index = await self._index(repo_type, repo, revision)
         with_blobs = request.query.get("blobs") in _TRUTHY
         siblings = [
             _sibling_json(rel, entry) if with_blobs else {"rfilename": rel}
             for rel, entry in index.files.items()
         ]
-        body = {
+        body: dict[str, Any] = {
             "_id": index.revision,
             "id": f"{repo[0]}/{repo[1]}",
-            "modelId": f"{repo[0]}/{repo[1]}",
             "sha": index.revision,
             "private": False,
             "gated": False,
@@ -422,13 +463,15 @@ class LocalHub:
             "tags": [],
             "siblings": siblings,
         }
+        if repo_type == "model":
+            body["modelId"] = body["id"]  # only model info carries it on the real hub
         return web.json_response(body, headers={"X-Repo-Commit": index.revision})
 
     async def _tree(
-        self, request: web.Request, repo: tuple[str, str], revision: str, sub: list[str]
+        self, request: web.Request, repo_type: str, repo: tuple[str, str], revision: str, sub: list[str]
     ) -> web.StreamResponse:
         self.requests["tree"] += 1
-        index = await self._index(repo, revision)
+        index = await self._index(repo_type, repo, revision)
         # The client sends the folder as one segment with encoded slashes; split it back into names.
         components = _check_relative_path("/".join(sub).split("/")) if sub else []
         folder = "/".join(components)
@@ -448,10 +491,10 @@ class LocalHub:
         return web.json_response(entries, headers={"X-Repo-Commit": index.revision})
 
     async def _resolve(
-        self, request: web.Request, repo: tuple[str, str], revision: str, parts: list[str]
+        self, request: web.Request, repo_type: str, repo: tuple[str, str], revision: str, parts: list[str]
     ) -> web.StreamResponse:
         self.requests["resolve"] += 1
-        index = await self._index(repo, revision)
+        index = await self._index(repo_type, repo, revision)
         rel = "/".join(_check_relative_path("/".join(parts).split("/")))
         entry = index.files.get(rel)
         if entry is None:
@@ -550,12 +593,23 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar=("REPO_ID", "SOURCE_DIR"),
-        help="publish SOURCE_DIR as a new revision of REPO_ID before serving (repeatable)",
+        help="publish SOURCE_DIR as a new revision of model REPO_ID before serving (repeatable)",
+    )
+    parser.add_argument(
+        "--publish-dataset",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("REPO_ID", "SOURCE_DIR"),
+        help="publish SOURCE_DIR as a new revision of dataset REPO_ID before serving (repeatable)",
     )
     args = parser.parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
     for repo_id, source in args.publish:
         print(f"{repo_id}@{publish(args.root, repo_id, Path(source))}", flush=True)
+    for repo_id, source in args.publish_dataset:
+        revision = publish(args.root, repo_id, Path(source), repo_type="dataset")
+        print(f"datasets/{repo_id}@{revision}", flush=True)
     asyncio.run(_serve(args.root, args.port))
 
 
