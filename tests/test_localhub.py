@@ -19,7 +19,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 
-from evaluation.localhub import HubPathError, LocalHub, publish
+from evaluation.localhub import HubPathError, LocalHub, publish, repo_dir
 
 REPO = "alice/voice"
 LFS_THRESHOLD = 1000
@@ -106,6 +106,25 @@ def test_publish_refuses_bad_input(tmp_path: Path, store: Path) -> None:
     (src / "link").symlink_to(src / "README.md")
     with pytest.raises(ValueError, match="regular files"):
         publish(store, REPO, src)
+
+
+def test_publish_dataset_is_stored_apart_from_a_model_with_the_same_id(tmp_path: Path, store: Path) -> None:
+    model = publish(store, REPO, make_source(tmp_path / "m"))
+    data = publish(store, REPO, make_source(tmp_path / "d", readme="data\n"), repo_type="dataset")
+    assert data != model
+    assert repo_dir(store, REPO, "dataset") == store / "datasets" / REPO
+    assert (store / "datasets" / REPO / data / "README.md").read_text() == "data\n"
+    assert json.loads((store / "datasets" / REPO / "refs.json").read_text()) == {"main": data}
+    # The model's refs still point at the model; nothing of the dataset landed in the model's folder.
+    assert json.loads((store / REPO / "refs.json").read_text()) == {"main": model}
+    assert not (store / REPO / data).exists()
+    with pytest.raises(ValueError, match="repo_type"):
+        publish(store, REPO, tmp_path / "d", repo_type="space")
+    # A model in the "datasets" namespace would live inside the dataset tree, so it is refused.
+    with pytest.raises(HubPathError, match="reserved"):
+        publish(store, "datasets/voice", tmp_path / "m")
+    with pytest.raises(HubPathError):
+        publish(store, "../x", tmp_path / "d", repo_type="dataset")
 
 
 # -- the real client against the server ------------------------------------------------------------
@@ -322,4 +341,184 @@ async def test_traversal_attempts_never_leave_the_revision(
     assert b"planted" not in body
     # And an honest request still works after all that.
     status, body = await raw_get(hub.endpoint, f"/{REPO}/resolve/{rev}/sub/deeper/note.txt")
+    assert status == 200 and body.endswith(b"nested\n")
+
+
+# -- dataset repos ---------------------------------------------------------------------------------
+
+DATASET_README = b"dataset readme\n"
+
+
+@pytest.fixture
+def dataset_revision(store: Path, tmp_path: Path, revision: str) -> str:
+    """A dataset with the same id as the model of ``revision``, different content (published after it)."""
+    source = make_source(tmp_path / "dataset-src", weights=b"\x02" * 3000, readme=DATASET_README.decode())
+    (source / "data").mkdir()
+    (source / "data" / "train.parquet").write_bytes(b"PAR1" + b"\x00" * 2000)
+    return publish(store, REPO, source, repo_type="dataset")
+
+
+async def test_dataset_info_and_tree(
+    hub: LocalHub, revision: str, dataset_revision: str, tmp_path: Path
+) -> None:
+    api = HfApi(endpoint=hub.endpoint, token=False)
+    info = await asyncio.to_thread(
+        api.dataset_info, REPO, revision=dataset_revision, files_metadata=True, timeout=10
+    )
+    assert info.id == REPO and info.sha == dataset_revision
+    assert info.siblings is not None
+    siblings = {s.rfilename: s for s in info.siblings}
+    source = files_of(tmp_path / "dataset-src")
+    assert set(siblings) == set(source)
+    for name, data in source.items():
+        assert siblings[name].size == len(data)
+        assert siblings[name].blob_id == git_blob_id(data)
+    parquet_lfs = siblings["data/train.parquet"].lfs
+    assert (
+        parquet_lfs is not None
+        and parquet_lfs.sha256 == hashlib.sha256(source["data/train.parquet"]).hexdigest()
+    )
+    # The branch resolves to the dataset's revision, and the model with the same id is untouched.
+    info = await asyncio.to_thread(api.repo_info, REPO, repo_type="dataset", timeout=10)
+    assert info.sha == dataset_revision
+    assert (await asyncio.to_thread(api.model_info, REPO, timeout=10)).sha == revision
+
+    def listing(path: str | None, recursive: bool) -> set[str]:
+        entries = api.list_repo_tree(
+            REPO, path_in_repo=path, revision=dataset_revision, recursive=recursive, repo_type="dataset"
+        )
+        return {e.path for e in entries}
+
+    assert await asyncio.to_thread(listing, None, False) == {"README.md", "config.json", "data", "sub"}
+    assert await asyncio.to_thread(listing, "data", True) == {"data/train.parquet"}
+
+
+async def test_dataset_snapshot_download_with_allow_patterns(
+    hub: LocalHub, dataset_revision: str, tmp_path: Path
+) -> None:
+    before = hub.requests["resolve"]
+    out = await asyncio.to_thread(
+        snapshot_download,
+        REPO,
+        repo_type="dataset",
+        revision=dataset_revision,
+        local_dir=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+        endpoint=hub.endpoint,
+        token=False,
+        allow_patterns=["data/*.parquet", "README.md"],
+    )
+    source = files_of(tmp_path / "dataset-src")
+    assert files_of(Path(out)) == {k: source[k] for k in ("README.md", "data/train.parquet")}
+    # Only the two allowed files were asked for: the client sends at most a HEAD and a GET per file.
+    assert 2 <= hub.requests["resolve"] - before <= 4
+
+
+async def test_dataset_resolve_headers_and_not_found(
+    hub: LocalHub, revision: str, dataset_revision: str, tmp_path: Path
+) -> None:
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        url = f"{hub.endpoint}/datasets/{REPO}/resolve/{dataset_revision}/README.md"
+        async with session.head(url) as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Repo-Commit"] == dataset_revision
+            assert resp.headers["ETag"] == f'"{git_blob_id(DATASET_README)}"'
+            assert resp.headers["Content-Length"] == str(len(DATASET_README))
+        async with session.get(url) as resp:
+            assert resp.status == 200 and await resp.read() == DATASET_README
+        async with session.get(f"{hub.endpoint}/datasets/{REPO}/resolve/main/README.md") as resp:
+            assert resp.headers["X-Repo-Commit"] == dataset_revision
+        # The model route still serves the model's README, not the dataset's.
+        async with session.get(f"{hub.endpoint}/{REPO}/resolve/main/README.md") as resp:
+            assert resp.headers["X-Repo-Commit"] == revision and await resp.read() == README
+        # A dataset revision is not a model revision and vice versa.
+        async with session.head(f"{hub.endpoint}/{REPO}/resolve/{dataset_revision}/README.md") as resp:
+            assert resp.status == 404 and resp.headers["X-Error-Code"] == "RevisionNotFound"
+        async with session.head(f"{hub.endpoint}/datasets/{REPO}/resolve/{revision}/README.md") as resp:
+            assert resp.status == 404 and resp.headers["X-Error-Code"] == "RevisionNotFound"
+        # /datasets/ is never a model namespace.
+        async with session.get(f"{hub.endpoint}/api/models/datasets/{REPO.split('/')[0]}") as resp:
+            assert resp.status == 404 and resp.headers["X-Error-Code"] == "RepoNotFound"
+
+    api = HfApi(endpoint=hub.endpoint, token=False)
+    with pytest.raises(RepositoryNotFoundError):
+        await asyncio.to_thread(api.dataset_info, "alice/missing", timeout=10)
+    with pytest.raises(RevisionNotFoundError):
+        await asyncio.to_thread(api.dataset_info, REPO, revision="no-such-branch", timeout=10)
+    with pytest.raises(RevisionNotFoundError):
+        await asyncio.to_thread(api.dataset_info, REPO, revision="e" * 40, timeout=10)
+    with pytest.raises(RemoteEntryNotFoundError):
+        await asyncio.to_thread(
+            hf_hub_download,
+            REPO,
+            "missing.txt",
+            repo_type="dataset",
+            revision=dataset_revision,
+            local_dir=tmp_path / "out",
+            endpoint=hub.endpoint,
+            token=False,
+        )
+    with pytest.raises(RemoteEntryNotFoundError):
+        await asyncio.to_thread(
+            lambda: list(
+                api.list_repo_tree(REPO, path_in_repo="nope", revision=dataset_revision, repo_type="dataset")
+            )
+        )
+
+
+async def test_dataset_traversal_attempts_never_leave_the_revision(
+    hub: LocalHub, store: Path, dataset_revision: str, tmp_path: Path
+) -> None:
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    (store / "datasets" / "secret.txt").write_bytes(SECRET)
+    (store / "datasets" / "alice" / "secret.txt").write_bytes(SECRET)
+    (store / "alice" / "secret.txt").write_bytes(SECRET)
+    os.symlink(tmp_path / "secret.txt", store / "datasets" / REPO / dataset_revision / "planted.txt")
+    rev = dataset_revision
+    base = f"/datasets/{REPO}/resolve"
+    targets = [
+        f"{base}/{rev}/../../secret.txt",
+        f"{base}/{rev}/..%2f..%2fsecret.txt",
+        f"{base}/{rev}/..%2F..%2F..%2F..%2Fsecret.txt",
+        f"{base}/{rev}/%2e%2e/%2e%2e/secret.txt",
+        f"{base}/{rev}/%2E%2E%2F%2E%2E%2Fsecret.txt",
+        f"{base}/{rev}/sub/..%2f..%2f..%2fsecret.txt",
+        f"{base}/{rev}/..%5c..%5csecret.txt",
+        f"{base}/{rev}/%252e%252e/%252e%252esecret.txt",
+        f"{base}/{rev}/%2F{tmp_path.as_posix().lstrip('/')}/secret.txt",
+        f"{base}/{rev}//{tmp_path.as_posix().lstrip('/')}/secret.txt",
+        f"{base}/{rev}/{tmp_path.as_posix().replace('/', '%2F')}%2Fsecret.txt",
+        f"{base}/{rev}/planted.txt",
+        f"{base}/{rev}/%00secret.txt",
+        f"{base}/..%2f..%2f/secret.txt",
+        f"{base}/%2e%2e/secret.txt",
+        f"/datasets/alice/..%2F..%2F/resolve/{rev}/secret.txt",
+        f"/datasets/..%2F..%2F/voice/resolve/{rev}/secret.txt",
+        f"/datasets/%2e%2e/alice/resolve/{rev}/secret.txt",
+        f"/datasets/%2e%2e/%2e%2e/resolve/{rev}/secret.txt",
+        "/datasets/secret.txt",
+        "/datasets/alice/secret.txt",
+        f"/datasets/alice/resolve/{rev}/secret.txt",
+        f"/api/datasets/{REPO}/tree/{rev}/..%2F..%2F",
+        f"/api/datasets/{REPO}/tree/{rev}/%2Fetc",
+        f"/api/datasets/{REPO}/tree/..%2F{rev}",
+        f"/api/datasets/alice/..%2F..%2F/revision/{rev}",
+        f"/api/datasets/..%2F/alice/revision/{rev}",
+        f"/api/datasets/{REPO}/revision/..%2F..%2Fsecret.txt",
+        f"/api/datasets/{REPO}/revision/%2e%2e",
+        # The model routes cannot reach into the dataset tree through the reserved namespace.
+        f"/datasets/alice/resolve/{rev}/voice/README.md",
+        f"/api/models/datasets/alice/revision/{rev}",
+        f"/api/models/datasets/alice/tree/{rev}/voice",
+    ]
+    for target in targets:
+        status, body = await raw_get(hub.endpoint, target)
+        assert status in (400, 404), (target, status)
+        assert SECRET not in body, target
+        assert DATASET_README not in body, target
+    status, body = await raw_get(hub.endpoint, f"/api/datasets/{REPO}/tree/{rev}?recursive=true")
+    assert status == 200
+    assert b"planted" not in body
+    status, body = await raw_get(hub.endpoint, f"{base}/{rev}/sub/deeper/note.txt")
     assert status == 200 and body.endswith(b"nested\n")
