@@ -7,12 +7,8 @@
 the call; on timeout the worker cannot be stopped and finishes or fails on its own, and a later call
 resumes from the files already in ``dest``.
 
-Testing note: :class:`evaluation.localhub.LocalHub` serves model repos only (``/api/models/...``). To test
-the download end to end it would need the dataset routes ``snapshot_download(repo_type="dataset")`` uses:
-``/api/datasets/{ns}/{name}/revision/{rev}`` (repo info with siblings), ``/api/datasets/{ns}/{name}/tree/
-{rev}[/{path}]`` and file resolution under ``/datasets/{ns}/{name}/resolve/{rev}/{path}`` - the model
-handlers with a repo-type prefix. Until then only argument checking and :func:`voicebench_patterns` are
-tested.
+Testing: tests/test_voicebench_download.py publishes the team's fixture as a dataset on
+:class:`evaluation.localhub.LocalHub` and downloads it with the real client, end to end.
 """
 
 from __future__ import annotations
