@@ -106,7 +106,7 @@ async def test_retries_are_counted(session: aiohttp.ClientSession) -> None:
 async def test_slow_judge_times_out_and_is_unavailable(session: aiohttp.ClientSession) -> None:
     async with FakeJudge(default=hang(2.0)) as judge:
         client = _client(judge, session, retries=1, timeout_s=0.1)
-        with pytest.raises(JudgeUnavailable, match="within 0.1s"):
+        with pytest.raises(JudgeUnavailable, match=r"within 0\.1s"):
             await client.complete(MESSAGES, n=1, temperature=0, max_tokens=4)
     assert judge.requests == 2
 
