@@ -390,6 +390,7 @@ class JudgeServer:
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
         self._log: CappedLog | None = None
+        self._stopped: asyncio.subprocess.Process | None = None  # last process stop() finished with
         self.restarts = 0  # processes supervise() started to replace a dead (or never ready) one
 
     @property
@@ -521,7 +522,8 @@ class JudgeServer:
     async def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM the server's process group, SIGKILL it after ``timeout_s``; idempotent."""
         proc = self._proc
-        if proc is None:
+        if proc is None or proc is self._stopped:
+            # Signalling an old group again could hit an unrelated process that reused its id.
             return
         if proc.returncode is None:
             self._signal_group(proc, signal.SIGTERM)
@@ -540,6 +542,7 @@ class JudgeServer:
             if not self._pump.done():
                 self._pump.cancel()
             self._pump = None
+        self._stopped = proc
         log.info("judge_server_stopped", pid=proc.pid, returncode=proc.returncode)
 
     async def close(self) -> None:
