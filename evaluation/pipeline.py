@@ -22,6 +22,8 @@ import structlog
 from evaluation.errors import MinerResponseError, SubmissionRejected
 from evaluation.fetch import RepoSource, check_repo
 from evaluation.fingerprint import content_fingerprint, weights_fingerprint
+from evaluation.judge.client import JudgeClient
+from evaluation.judge.port import AsyncEvaluator
 from evaluation.miner_client import MinerClient
 from evaluation.sandbox.port import RunningModel, Sandbox
 from evaluation.types import EvaluationResult, SampleResult, Submission, SubsetScore
@@ -67,7 +69,10 @@ class Pipeline:
         benchmark: Mapping[str, Sequence[Item]],
         config: PipelineConfig,
         work_dir: Path,
+        *,
+        judge: JudgeClient | None = None,
     ) -> None:
+        """``judge`` is required when the benchmark has judge-scored subsets (open, qa)."""
         unknown = [subset for subset in benchmark if subset not in SUBSET_EVALUATOR]
         if unknown:
             raise ValueError(f"no evaluator for subset(s) {unknown}; known: {sorted(SUBSET_EVALUATOR)}")
@@ -78,7 +83,7 @@ class Pipeline:
         self._benchmark = benchmark
         self._rounds: dict[int, dict[str, list[Item]]] = {}
         self._evaluators: dict[str, Evaluator] = {
-            subset: get_evaluator(SUBSET_EVALUATOR[subset]) for subset in benchmark
+            subset: get_evaluator(SUBSET_EVALUATOR[subset], judge=judge) for subset in benchmark
         }
 
     @property
@@ -210,7 +215,12 @@ async def _query_one(client: MinerClient, item: Item, evaluator: Evaluator) -> S
     except MinerResponseError as exc:
         return SampleResult(item.subset, item.item_id, 0.0, "", str(exc), time.monotonic() - started)
     latency = time.monotonic() - started
-    return SampleResult(item.subset, item.item_id, evaluator.score(item, response), response, None, latency)
+    # A judge outage raises JudgeUnavailable (our side): the evaluation is retried, no one is scored.
+    if isinstance(evaluator, AsyncEvaluator):
+        score = await evaluator.ascore(item, response)
+    else:
+        score = evaluator.score(item, response)
+    return SampleResult(item.subset, item.item_id, score, response, None, latency)
 
 
 def _aggregate(subset: str, results: Sequence[SampleResult]) -> SubsetScore:

@@ -12,6 +12,7 @@ import pytest
 from evaluation.voicebench.dataset import Item
 from evaluation.voicebench.evaluators import (
     EVALUATORS,
+    JUDGED_EVALUATORS,
     SUBSET_EVALUATOR,
     JudgeRequired,
     get_evaluator,
@@ -290,7 +291,8 @@ def test_harm_table(response: str, expected: float) -> None:
 def test_registry_covers_every_evaluator_name_and_subset() -> None:
     assert set(EVALUATORS) == set(get_args(EvaluatorName))
     for name in get_args(EvaluatorName):
-        assert get_evaluator(name).name == name
+        if name not in JUDGED_EVALUATORS:  # the judged ones need a judge client: tests/test_judge_client.py
+            assert get_evaluator(name).name == name
     assert dict(SUBSET_EVALUATOR) == {name: spec.evaluator for name, spec in SUBSETS.items()}
     with pytest.raises(KeyError):
         get_evaluator("nope")
@@ -299,7 +301,7 @@ def test_registry_covers_every_evaluator_name_and_subset() -> None:
 @pytest.mark.parametrize("name", ["open", "qa"])
 def test_judge_evaluators_refuse_without_judge(name: str) -> None:
     with pytest.raises(JudgeRequired, match=f"the {name} evaluator needs the LLM judge"):
-        get_evaluator(name).score(_item("commoneval", "hi"), "hello")
+        get_evaluator(name)
 
 
 def test_rule_evaluators_are_deterministic() -> None:

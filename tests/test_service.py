@@ -199,3 +199,41 @@ async def test_every_miner_of_a_round_gets_the_same_items_and_audio(
         a.audio.tobytes() != b.audio.tobytes()
         for a, b in zip(one["openbookqa"], other["openbookqa"], strict=True)
     )
+
+
+async def test_pipeline_scores_judge_columns_and_never_blames_a_miner_for_an_outage(
+    tmp_path: Path, voicebench_dir: Path
+) -> None:
+    import aiohttp
+
+    from evaluation.errors import InfrastructureError
+    from evaluation.fetch import LocalDirSource
+    from evaluation.judge.client import JudgeClient
+    from evaluation.judge.port import JudgeInfo
+    from evaluation.pipeline import Pipeline, PipelineConfig
+    from evaluation.types import Submission
+    from tests.judge_fake import FakeJudge, reply, status
+    from validator.demo import default_example_dir, prepare_repo
+
+    benchmark = {"commoneval": load_subset(voicebench_dir, "commoneval")}
+    repo = prepare_repo(default_example_dir(), tmp_path / "repo", "hk", {"answer": "A"})
+    sub = Submission(uid=1, hotkey="hk", repo_id="ns/m", revision="0" * 40)
+    config = PipelineConfig(check_hotkey=False, perturb=False)
+    info = JudgeInfo("fake-judge", "r1", "open-qa-v1")
+    async with aiohttp.ClientSession() as session:
+        async with FakeJudge(default=reply("4", "4", "3")) as judge:
+            client = JudgeClient(judge.url, session, model="fake-judge", info=info, backoff_s=0.01)
+            pipeline = Pipeline(
+                LocalDirSource(repo), InProcessSandbox(), benchmark, config, tmp_path / "w", judge=client
+            )
+            result = await pipeline.evaluate(sub)
+        assert result.score == pytest.approx(100 * (11 / 3) / 5)  # VoiceBench: mean 3.67 x 20
+        async with FakeJudge(default=status(503)) as down:
+            client = JudgeClient(
+                down.url, session, model="fake-judge", info=info, backoff_s=0.01, retries=1, max_wait_s=1
+            )
+            pipeline = Pipeline(
+                LocalDirSource(repo), InProcessSandbox(), benchmark, config, tmp_path / "w", judge=client
+            )
+            with pytest.raises(InfrastructureError):  # retried later by the service, never scored
+                await pipeline.evaluate(sub)

@@ -13,11 +13,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from evaluation.voicebench.evaluators import JUDGED_EVALUATORS
 from evaluation.voicebench.subsets import SUBSETS
 
 ENV_PREFIX = "VOICE_VALIDATOR_"
-# Evaluators that need the LLM judge; their subsets are refused until the judge exists.
-JUDGE_EVALUATORS = frozenset({"open", "qa"})
 
 
 class Settings(BaseSettings):
@@ -202,7 +201,7 @@ class Settings(BaseSettings):
         unknown = sorted(set(value) - set(SUBSETS))
         if unknown:
             raise ValueError(f"unknown VoiceBench subsets {unknown}; known: {sorted(SUBSETS)}")
-        judged = sorted(name for name in value if SUBSETS[name].evaluator in JUDGE_EVALUATORS)
+        judged = sorted(name for name in value if SUBSETS[name].evaluator in JUDGED_EVALUATORS)
         if judged:
             raise ValueError(
                 f"subsets {judged} are scored by the LLM judge, which this version does not have yet; "
