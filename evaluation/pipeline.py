@@ -28,7 +28,7 @@ from evaluation.miner_client import MinerClient
 from evaluation.sandbox.port import RunningModel, Sandbox
 from evaluation.types import EvaluationResult, SampleResult, Submission, SubsetScore
 from evaluation.voicebench.dataset import Item, sample_items
-from evaluation.voicebench.evaluators import SUBSET_EVALUATOR, get_evaluator
+from evaluation.voicebench.evaluators import JUDGED_EVALUATORS, SUBSET_EVALUATOR, get_evaluator
 from evaluation.voicebench.evaluators.base import Evaluator
 from evaluation.voicebench.perturb import apply as apply_perturbation
 from evaluation.voicebench.perturb import draw_perturbation
@@ -82,6 +82,16 @@ class Pipeline:
         self._work_dir = work_dir
         self._benchmark = benchmark
         self._rounds: dict[int, dict[str, list[Item]]] = {}
+        self._details: dict[str, str] = {}
+        if judge is not None and any(SUBSET_EVALUATOR[s] in JUDGED_EVALUATORS for s in benchmark):
+            # Recorded with every result, so a judged score can be reproduced and a low-quality
+            # (CPU) judge's scores told apart.
+            self._details = {
+                "judge_model": judge.info.model,
+                "judge_revision": judge.info.revision,
+                "judge_prompt_version": judge.info.prompt_version,
+                "judge_low_quality": str(judge.info.low_quality).lower(),
+            }
         self._evaluators: dict[str, Evaluator] = {
             subset: get_evaluator(SUBSET_EVALUATOR[subset], judge=judge) for subset in benchmark
         }
@@ -165,6 +175,7 @@ class Pipeline:
             duration_s=time.monotonic() - started,
             fingerprints=fingerprints,
             seed=seed,
+            details=dict(self._details),
         )
 
     async def _query_all(

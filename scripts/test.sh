@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+# The judge tests run a real LLM on the CPU: install llama.cpp's server and the SmolLM2 GGUF too.
+VV_INSTALL_CPU_JUDGE=1 bash scripts/setup.sh
 # Static checks first: they take seconds and name the exact line.
 .venv/bin/ruff check .
 .venv/bin/ruff format --check --quiet . || { echo "test.sh: run .venv/bin/ruff format ." >&2; exit 1; }

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import aiohttp
 import structlog
 
 from evaluation.fetch import HubRepoSource, RepoSource
+from evaluation.judge.client import JudgeClient
+from evaluation.judge.port import JudgeInfo
+from evaluation.judge.prompts import PROMPT_VERSION
+from evaluation.judge.server import (
+    JudgeServer,
+    JudgeServerError,
+    attach,
+    gpu_present,
+    llama_cpp_spec,
+    vllm_spec,
+)
 from evaluation.pipeline import Pipeline, PipelineConfig
 from evaluation.repo_cache import CachedRepoSource
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
 from evaluation.sandbox.port import Sandbox
 from evaluation.voicebench.dataset import Item, load_spec
+from evaluation.voicebench.evaluators import JUDGED_EVALUATORS
 from evaluation.voicebench.fixture import build_fixture
 from evaluation.voicebench.hub import download_voicebench
 from evaluation.voicebench.subsets import SubsetSpec, subset_spec
@@ -156,6 +170,79 @@ def make_source(settings: Settings) -> RepoSource:
     return CachedRepoSource(hub, settings.data_dir / "repo-cache", settings.repo_cache_bytes)
 
 
+def judge_needed(settings: Settings) -> bool:
+    """Whether any configured subset is scored by the LLM judge."""
+    return any(subset_spec(name).evaluator in JUDGED_EVALUATORS for name in settings.subsets)
+
+
+@asynccontextmanager
+async def open_judge(settings: Settings) -> AsyncIterator[JudgeClient | None]:
+    """The judge client the configured subsets need (None when none does), with its server started
+    and supervised here unless the operator runs it (``judge url``); stopped on exit."""
+    if not judge_needed(settings):
+        yield None
+        return
+    async with aiohttp.ClientSession() as session:
+        if settings.judge == "url":
+            if not settings.judge_url:
+                raise JudgeServerError("judge 'url' needs --judge-url")
+            model = await attach(settings.judge_url)
+            info = JudgeInfo(model, settings.judge_revision or "unpinned", PROMPT_VERSION)
+            log.info("judge attached", url=settings.judge_url, model=model)
+            yield JudgeClient(
+                settings.judge_url, session, model=model, info=info, concurrency=settings.judge_concurrency
+            )
+            return
+        mode = settings.judge
+        if mode == "auto":
+            mode = "vllm" if await asyncio.to_thread(gpu_present) else "llama-cpp"
+        if mode == "vllm":
+            spec = vllm_spec(
+                model=settings.judge_model,
+                revision=settings.judge_revision,
+                dtype=settings.judge_dtype,
+                quantization=settings.judge_quantization,
+                gpu_memory_utilization=settings.judge_gpu_memory_utilization,
+                max_model_len=settings.judge_max_model_len,
+                port=settings.judge_port,
+            )
+        else:
+            spec = llama_cpp_spec(port=settings.judge_port)
+        server = JudgeServer(spec, log_path=settings.data_dir / "judge.log")
+        await server.start()
+        stop = asyncio.Event()
+        supervisor: asyncio.Task[None] | None = None
+        try:
+            await server.wait_ready()
+            supervisor = asyncio.create_task(server.supervise(stop), name="judge-server")
+            info = dataclasses.replace(spec.info, prompt_version=PROMPT_VERSION)
+            log.info(
+                "judge ready",
+                kind=mode,
+                model=spec.model_name,
+                low_quality=info.low_quality,
+                url=server.base_url,
+            )
+            # llama.cpp's server has no n>1 and no structured outputs, but takes a GBNF grammar.
+            vllm = mode == "vllm"
+            yield JudgeClient(
+                server.base_url,
+                session,
+                model=spec.model_name,
+                info=info,
+                concurrency=settings.judge_concurrency,
+                supports_n=vllm,
+                supports_guided=vllm,
+                grammar_choices=not vllm,
+            )
+        finally:
+            stop.set()
+            if supervisor is not None:
+                await supervisor
+            else:
+                await server.stop()
+
+
 @asynccontextmanager
 async def open_app(
     settings: Settings,
@@ -176,12 +263,14 @@ async def open_app(
         removed = await sandbox.cleanup()
         if removed:
             log.info("removed containers left by a previous run", count=removed)
+        judge = await stack.enter_async_context(open_judge(settings))
         pipeline = Pipeline(
             source or make_source(settings),
             sandbox,
             benchmark if benchmark is not None else await load_benchmark(settings),
             pipeline_config(settings),
             work_dir=settings.repos_dir,
+            judge=judge,
         )
         service = ValidatorService(service_config(settings), store, chain, pipeline)
         yield App(settings, store, chain, sandbox, pipeline, service)

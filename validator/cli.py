@@ -24,7 +24,15 @@ from evaluation.pipeline import Pipeline
 from evaluation.sandbox.docker_sandbox import DockerSandbox
 from evaluation.types import SampleResult, Submission
 from evaluation.voicebench.scoring import success_rate
-from validator.app import load_benchmark, make_chain, make_source, open_app, pipeline_config, sandbox_config
+from validator.app import (
+    load_benchmark,
+    make_chain,
+    make_source,
+    open_app,
+    open_judge,
+    pipeline_config,
+    sandbox_config,
+)
 from validator.chain.cli import add_chain_commands
 from validator.chain.port import ChainError
 from validator.commitments import CommitmentError, format_commitment
@@ -181,13 +189,16 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
     config = dataclasses.replace(pipeline_config(settings), check_hotkey=bool(args.hotkey))
     sandbox = DockerSandbox(sandbox_config(settings))
     try:
-        pipeline = Pipeline(source, sandbox, await load_benchmark(settings), config, settings.repos_dir)
-        print(
-            f"evaluating {submission.repo_id}@{submission.short_revision} on {pipeline.sample_count} samples",
-            file=out,
-            flush=True,
-        )
-        result = await pipeline.evaluate(submission, _PrintSink(out, args.verbose))
+        async with open_judge(settings) as judge:
+            benchmark = await load_benchmark(settings)
+            pipeline = Pipeline(source, sandbox, benchmark, config, settings.repos_dir, judge=judge)
+            print(
+                f"evaluating {submission.repo_id}@{submission.short_revision} on {pipeline.sample_count} "
+                "samples",
+                file=out,
+                flush=True,
+            )
+            result = await pipeline.evaluate(submission, _PrintSink(out, args.verbose))
     finally:
         await sandbox.close()
     if result.error:

@@ -13,7 +13,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from evaluation.voicebench.evaluators import JUDGED_EVALUATORS
 from evaluation.voicebench.subsets import SUBSETS
 
 ENV_PREFIX = "VOICE_VALIDATOR_"
@@ -171,6 +170,27 @@ class Settings(BaseSettings):
         1800.0, gt=0, description="Time budget of one evaluation's requests; later samples fail."
     )
 
+    # --- judge ---------------------------------------------------------------------------------
+    judge: Literal["auto", "vllm", "llama-cpp", "url"] = Field(
+        "auto",
+        description="LLM judge for the open and qa columns: 'vllm' (started here, GPU), 'llama-cpp' "
+        "(started here, CPU, SmolLM2-135M: low quality, for demos and tests), 'url' (a server you run), "
+        "'auto' (vllm when a GPU is present, else llama-cpp). Started only when a judged subset is on.",
+    )
+    judge_url: str | None = Field(None, description="OpenAI-compatible judge URL when judge is 'url'.")
+    judge_model: str = Field(
+        "Qwen/Qwen2.5-14B-Instruct-AWQ", description="Model vLLM serves as the judge (judge 'vllm')."
+    )
+    judge_revision: str | None = Field(None, description="Judge model revision to pin (a commit sha).")
+    judge_dtype: str = Field("auto", description="vLLM --dtype of the judge.")
+    judge_quantization: str | None = Field(None, description="vLLM --quantization of the judge.")
+    judge_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="Share of the GPU's memory vLLM may take; the rest is the miners'."
+    )
+    judge_max_model_len: int = Field(4096, gt=0, description="vLLM --max-model-len of the judge.")
+    judge_port: int = Field(8011, gt=0, lt=65536, description="127.0.0.1 port of the judge server.")
+    judge_concurrency: int = Field(32, ge=1, description="Judge requests in flight (vLLM batches them).")
+
     # --- daemon --------------------------------------------------------------------------------
     sync_interval_s: float = Field(60.0, gt=0, description="Seconds between reads of the chain.")
     weights_interval_s: float = Field(600.0, gt=0, description="Seconds between weight sets.")
@@ -201,12 +221,6 @@ class Settings(BaseSettings):
         unknown = sorted(set(value) - set(SUBSETS))
         if unknown:
             raise ValueError(f"unknown VoiceBench subsets {unknown}; known: {sorted(SUBSETS)}")
-        judged = sorted(name for name in value if SUBSETS[name].evaluator in JUDGED_EVALUATORS)
-        if judged:
-            raise ValueError(
-                f"subsets {judged} are scored by the LLM judge, which this version does not have yet; "
-                "evaluate the deterministic ones (mmsu, openbookqa, bbh, ifeval, advbench)"
-            )
         if not value:
             raise ValueError("at least one subset must be evaluated")
         return value

@@ -91,6 +91,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE evaluations ADD COLUMN round_seed INTEGER;
     """,
+    """
+    ALTER TABLE evaluations ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 SCORED_STATUSES = ("evaluated", "rejected")
@@ -292,9 +295,17 @@ class Store:
         status = "evaluated" if result.ok else "rejected"
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE evaluations SET finished_at = ?, score = ?, error = ?, duration_s = ?, round_seed = ?"
-                " WHERE id = ?",
-                (now, result.score, result.error, result.duration_s, result.seed, claim.evaluation_id),
+                "UPDATE evaluations SET finished_at = ?, score = ?, error = ?, duration_s = ?,"
+                " round_seed = ?, details = ? WHERE id = ?",
+                (
+                    now,
+                    result.score,
+                    result.error,
+                    result.duration_s,
+                    result.seed,
+                    json.dumps(result.details, sort_keys=True),
+                    claim.evaluation_id,
+                ),
             )
             conn.executemany(
                 "INSERT OR REPLACE INTO subset_scores VALUES (?, ?, ?, ?, ?)",
@@ -462,6 +473,16 @@ class Store:
         with self._lock:
             row = self._conn.execute("SELECT MAX(finished_at) FROM evaluations").fetchone()
         return float(row[0] or 0.0)
+
+    def evaluation_details(self, hotkey: str, revision: str) -> list[dict[str, str]]:
+        """The recorded details (judge model, revision, prompt version) of a revision's evaluations."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT e.details FROM evaluations e JOIN submissions s ON s.id = e.submission_id"
+                " WHERE s.hotkey = ? AND s.revision = ? ORDER BY e.id",
+                (hotkey, revision),
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def evaluation_count(self, hotkey: str, revision: str) -> int:
         """How many evaluations a revision has had (restart tests and operators use this)."""

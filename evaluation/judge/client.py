@@ -11,8 +11,9 @@ Guided choice: when ``choices`` is given and the server supports it, the request
 structured-outputs extension ``"structured_outputs": {"choice": [...]}``, which forces the reply to be
 exactly one of the choices. That is the field current vLLM accepts; the older top-level
 ``guided_choice`` was deprecated and removed in vLLM 0.12, so the judge server needs a vLLM that has
-``structured_outputs`` (0.11 or later). Servers without it (llama.cpp) are run with
-``supports_guided=False``; the evaluators' strict parsers handle their free-form replies.
+``structured_outputs`` (0.11 or later). llama.cpp's server takes a GBNF ``grammar`` instead
+(``grammar_choices=True``): a grammar that admits exactly the choices. Without either, the evaluators'
+strict parsers handle free-form replies.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class JudgeClient:
     of one request together never take longer than ``max_wait_s`` (counted from its first attempt; time
     spent queued behind the semaphore is not counted, as it measures load, not judge health).
     ``supports_n``: the server honours ``n`` (vLLM does; llama.cpp's server does not), else ``n``
-    requests are sent concurrently. ``supports_guided``: the server understands structured outputs.
+    requests are sent concurrently. ``supports_guided``: the server understands structured outputs;
+    ``grammar_choices``: it takes a GBNF grammar (llama.cpp) to the same effect.
     ``api_key`` is sent as a bearer token when set (vLLM's ``--api-key``).
     """
 
@@ -63,6 +65,7 @@ class JudgeClient:
         max_wait_s: float = 600,
         supports_n: bool = True,
         supports_guided: bool = True,
+        grammar_choices: bool = False,
         max_response_bytes: int = 2**20,
         api_key: str | None = None,
     ) -> None:
@@ -70,7 +73,9 @@ class JudgeClient:
             raise ValueError("concurrency must be >= 1 and retries >= 0")
         if timeout_s <= 0 or max_wait_s <= 0 or backoff_s < 0 or max_response_bytes <= 0:
             raise ValueError("timeout_s, max_wait_s and max_response_bytes must be positive, backoff_s >= 0")
-        self._url = base_url.rstrip("/") + CHAT_PATH
+        base = base_url.rstrip("/")
+        # Accept both the server root and the OpenAI-style base URL that ends in /v1.
+        self._url = (base[: -len("/v1")] if base.endswith("/v1") else base) + CHAT_PATH
         self._session = session
         self._model = model
         self._info = info
@@ -81,6 +86,7 @@ class JudgeClient:
         self._max_wait_s = max_wait_s
         self._supports_n = supports_n
         self._supports_guided = supports_guided
+        self._grammar_choices = grammar_choices
         self._max_response_bytes = max_response_bytes
         self._headers = {"Accept-Encoding": "identity"}  # the byte cap then measures what is sent
         if api_key:
@@ -138,6 +144,8 @@ class JudgeClient:
         }
         if choices is not None and self._supports_guided:
             body["structured_outputs"] = {"choice": list(choices)}
+        elif choices is not None and self._grammar_choices:
+            body["grammar"] = choice_grammar(choices)
         deadline: float | None = None
         reason = "no attempt made"
         attempts = 0
@@ -224,3 +232,9 @@ def _parse_choices(raw: bytes, n: int) -> list[str]:
 
 def _snippet(raw: bytes) -> str:
     return raw[:_MAX_REASON_CHARS].decode("utf-8", "replace").replace("\n", " ").strip()
+
+
+def choice_grammar(choices: Sequence[str]) -> str:
+    """A GBNF grammar whose only sentences are ``choices`` (for llama.cpp's server)."""
+    quoted = " | ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in choices)
+    return f"root ::= {quoted}"
