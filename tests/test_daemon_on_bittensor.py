@@ -83,3 +83,42 @@ async def test_round_on_the_bittensor_backend(tmp_path: Path, voicebench_dir: Pa
     sent = dict(zip(extrinsic.params["dests"], extrinsic.params["weights"], strict=True))
     # Alice leads with 0.8, Bob has 0.2: in u16 the largest is 65535 and the rest scale with it.
     assert sent == {uid_alice: 65535, uid_bob: pytest.approx(65535 / 4, abs=1)}
+
+
+async def test_block_watchdog_rebuilds_a_stalled_connection(tmp_path: Path) -> None:
+    import asyncio
+
+    from validator.service import watch_blocks
+
+    wallets = tmp_path / "wallets"
+    wallet = bt.Wallet(name="validator", hotkey="default", path=str(wallets))
+    wallet.create_new_coldkey(use_password=False, suppress=True)
+    wallet.create_new_hotkey(use_password=False, suppress=True)
+    fake = FakeSubstrate()
+    adapter = BittensorChain(
+        network="local",
+        chain_endpoint=None,
+        wallet_name="validator",
+        wallet_hotkey="default",
+        wallet_path=str(wallets),
+        call_timeout_s=5.0,
+        substrate=fake,
+    )
+    facade = ChainFacade(adapter, timeout_s=5.0)
+
+    async def producing_blocks() -> None:
+        while True:
+            fake.advance()
+            await asyncio.sleep(0.02)
+
+    # Blocks keep coming: one connection for the whole time.
+    producer = asyncio.create_task(producing_blocks())
+    watchdog = asyncio.create_task(watch_blocks(facade, stall_s=0.3, poll_s=0.05))
+    await asyncio.sleep(1.0)
+    producer.cancel()
+    assert fake.connects == 1
+    # The chain stops moving (as behind a half-dead websocket): the watchdog reconnects.
+    await asyncio.sleep(1.0)
+    watchdog.cancel()
+    assert fake.connects >= 2
+    await facade.close()

@@ -292,6 +292,8 @@ def service_config(settings: Settings) -> ServiceConfig:
         weights_retries=settings.weights_retries,
         weights_retry_backoff_s=settings.weights_retry_backoff_s,
         round_blocks=settings.round_blocks,
+        # The local chain only moves when someone writes to it: no watchdog there.
+        block_stall_s=settings.block_stall_s if settings.chain == "bittensor" else None,
     )
 
 

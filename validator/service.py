@@ -45,6 +45,7 @@ class ServiceConfig:
     weights_retries: int = 3
     weights_retry_backoff_s: float = 5.0
     round_blocks: int = 360
+    block_stall_s: float | None = None  # watchdog: no new block this long -> rebuild the chain client
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,9 @@ class ValidatorService:
         }
         for n in range(self._config.eval_workers):
             loops[f"evaluator-{n}"] = self._worker_loop
+        stall_s = self._config.block_stall_s
+        if stall_s is not None:
+            loops["block-watchdog"] = lambda: watch_blocks(self._chain, stall_s)
         tasks = [asyncio.create_task(_supervise(name, loop), name=name) for name, loop in loops.items()]
         log.info("validator started", tasks=sorted(loops), netuid=self._config.netuid)
         try:
@@ -320,6 +324,33 @@ class ValidatorService:
         while True:
             await asyncio.sleep(self._config.weights_interval_s)
             await self.set_weights_once()
+
+
+async def watch_blocks(chain: ChainFacade, stall_s: float, poll_s: float | None = None) -> None:
+    """Rebuild the chain connection whenever no new block has been seen for ``stall_s`` seconds.
+
+    A half-dead websocket can keep answering with the last block it knew, or hang under every deadline;
+    either way the block stops moving while the chain itself produces one every 12 s.
+    """
+    poll = poll_s if poll_s is not None else max(0.05, min(stall_s / 4, 30.0))
+    last_block, last_change = -1, time.monotonic()
+    while True:
+        await asyncio.sleep(poll)
+        try:
+            block = await chain.block()
+        except ChainUnavailable:
+            block = last_block
+        now = time.monotonic()
+        if block != last_block:
+            last_block, last_change = block, now
+        elif now - last_change > stall_s:
+            log.error(
+                "no new block; rebuilding the chain connection",
+                block=last_block,
+                stalled_s=round(now - last_change),
+            )
+            await chain.reconnect()
+            last_change = now
 
 
 async def _supervise(name: str, loop: Callable[[], Awaitable[None]]) -> None:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
         None, ge=0, description="version_key of weight sets; default derived from the package version."
     )
     chain_timeout_s: float = Field(30.0, gt=0, description="Deadline of one chain call.")
+    block_stall_s: float = Field(
+        120.0, gt=0, description="No new block for this long rebuilds the chain connection (bittensor)."
+    )
 
     # --- weights -------------------------------------------------------------------------------
     weights_dry_run: bool = Field(

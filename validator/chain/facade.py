@@ -89,6 +89,10 @@ class ChainFacade:
             # A dropped connection is as transient as a timeout: the weight setter retries on the result.
             return WeightSetResult(False, f"set_weights lost the chain connection: {exc!r}", -1)
 
+    async def reconnect(self) -> None:
+        """Drop the adapter's connection; its next call opens a fresh one (the watchdog's remedy)."""
+        await self.close()
+
     async def close(self) -> None:
         """Close the adapter, bounded by the same deadline."""
         try:
