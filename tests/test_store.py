@@ -184,3 +184,18 @@ def test_round_seed_is_kept_with_the_evaluation(store: Store, tmp_path: Path) ->
     store.finish_evaluation(claim, EvaluationResult(claim.submission, 10.0, seed=2**62 + 5))
     conn = sqlite3.connect(tmp_path / "v.db")
     assert conn.execute("SELECT round_seed FROM evaluations").fetchone()[0] == 2**62 + 5
+
+
+def test_damaged_database_is_refused_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    store = Store.open(path)
+    for n in range(300):  # enough rows for the table and its indexes to span several pages
+        store.record_submission(sub(hotkey=f"hk{n}", block=n))
+    store.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 4 * page
+    data[2 * page : 3 * page] = b"\xff" * page  # a torn write in the middle of the file
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="integrity check"):
+        Store.open(path)

@@ -157,6 +157,10 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # A torn write or a bad disk shows here, at start, not in the middle of a weight set.
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise StoreError(f"database {path} failed its integrity check: {'; '.join(problems[:5])}")
             store = cls(conn)
             store._migrate()
         except sqlite3.DatabaseError as exc:
