@@ -30,15 +30,13 @@ def _sdk_cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "token-symbols.json"))
 
 
-async def test_round_on_the_bittensor_backend(tmp_path: Path, voicebench_dir: Path) -> None:
+def make_adapter(tmp_path: Path, fake: FakeSubstrate) -> BittensorChain:
+    """The real adapter over ``fake``, with a fresh unencrypted wallet under ``tmp_path``."""
     wallets = tmp_path / "wallets"
     wallet = bt.Wallet(name="validator", hotkey="default", path=str(wallets))
     wallet.create_new_coldkey(use_password=False, suppress=True)
     wallet.create_new_hotkey(use_password=False, suppress=True)
-
-    fake = FakeSubstrate()
-    fake.subnet(NETUID).version_key = 250  # the subnet demands a newer weights version than ours
-    adapter = BittensorChain(
+    return BittensorChain(
         network="local",
         chain_endpoint=None,
         wallet_name="validator",
@@ -47,6 +45,12 @@ async def test_round_on_the_bittensor_backend(tmp_path: Path, voicebench_dir: Pa
         call_timeout_s=5.0,
         substrate=fake,
     )
+
+
+async def test_round_on_the_bittensor_backend(tmp_path: Path, voicebench_dir: Path) -> None:
+    fake = FakeSubstrate()
+    fake.subnet(NETUID).version_key = 250  # the subnet demands a newer weights version than ours
+    adapter = make_adapter(tmp_path, fake)
     fake.register(NETUID, adapter.hotkey, validator_permit=True, stake_tao=1000.0)
     uid_alice = fake.register(NETUID, ALICE)
     uid_bob = fake.register(NETUID, BOB)
@@ -90,21 +94,8 @@ async def test_block_watchdog_rebuilds_a_stalled_connection(tmp_path: Path) -> N
 
     from validator.service import watch_blocks
 
-    wallets = tmp_path / "wallets"
-    wallet = bt.Wallet(name="validator", hotkey="default", path=str(wallets))
-    wallet.create_new_coldkey(use_password=False, suppress=True)
-    wallet.create_new_hotkey(use_password=False, suppress=True)
     fake = FakeSubstrate()
-    adapter = BittensorChain(
-        network="local",
-        chain_endpoint=None,
-        wallet_name="validator",
-        wallet_hotkey="default",
-        wallet_path=str(wallets),
-        call_timeout_s=5.0,
-        substrate=fake,
-    )
-    facade = ChainFacade(adapter, timeout_s=5.0)
+    facade = ChainFacade(make_adapter(tmp_path, fake), timeout_s=5.0)
 
     async def producing_blocks() -> None:
         while True:
