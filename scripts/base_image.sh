@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the local base image that test and demo miners are built FROM (no image can be pulled here).
 #
-# A Debian bookworm root made by mmdebstrap with python3, numpy, fastapi and uvicorn, imported into the
-# project dockerd. The machine's own apt sources file is handed to mmdebstrap at run time, so no mirror
+# A Debian bookworm root made by mmdebstrap with python3, numpy, fastapi and uvicorn (the constant-answer
+# example miner needs nothing more) and libgomp1 (llama.cpp's OpenMP runtime, for the ASR + LLM example
+# miner, whose Python packages come as wheels in its repo), imported into the project dockerd. The machine's own apt sources file is handed to mmdebstrap at run time, so no mirror
 # address is ever written into the repository.
 #
 # Environment (all optional):
@@ -15,7 +16,9 @@ set -euo pipefail
 IMAGE="${VV_BASE_IMAGE:-voice-validator/base:bookworm}"
 export DOCKER_HOST="${DOCKER_HOST:-unix:///var/lib/voice-validator/docker/docker.sock}"
 TIMEOUT="${VV_BASE_TIMEOUT:-900}"
-PACKAGES="python3,python3-numpy,python3-fastapi,python3-uvicorn,ca-certificates"
+PACKAGES="python3,python3-numpy,python3-fastapi,python3-uvicorn,ca-certificates,libgomp1"
+# Bumped whenever PACKAGES changes, so an image built by an older version of this script is rebuilt.
+BASE_VERSION=2
 
 log() { echo "base_image.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -24,11 +27,14 @@ command -v docker >/dev/null 2>&1 || die "docker CLI missing: run scripts/docker
 timeout 15 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 \
     || die "no docker daemon answers on $DOCKER_HOST: run scripts/dockerd.sh first"
 
-if timeout 30 docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    log "$IMAGE already exists; nothing to do"
+existing="$(timeout 30 docker image inspect --format '{{ index .Config.Labels "voice-validator.base-version" }}' \
+    "$IMAGE" 2>/dev/null || true)"
+if [[ "$existing" == "$BASE_VERSION" ]]; then
+    log "$IMAGE (version $BASE_VERSION) already exists; nothing to do"
     echo "$IMAGE"
     exit 0
 fi
+[[ -z "$existing" ]] || log "$IMAGE is outdated (version '$existing', want $BASE_VERSION): rebuilding"
 
 if ! command -v mmdebstrap >/dev/null 2>&1; then
     [[ $EUID -eq 0 ]] || die "mmdebstrap is missing and installing it needs root"
@@ -64,6 +70,7 @@ log "root filesystem ready in $((SECONDS - started))s ($(du -h "$tarball" | cut 
 timeout 600 docker import \
     --change 'CMD ["python3"]' \
     --change 'ENV LANG=C.UTF-8 PYTHONUNBUFFERED=1' \
+    --change "LABEL voice-validator.base-version=$BASE_VERSION" \
     --message "voice-validator base image (mmdebstrap bookworm)" \
     "$tarball" "$IMAGE" >/dev/null \
     || die "docker import failed"

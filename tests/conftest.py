@@ -103,3 +103,14 @@ def voicebench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("espeak-ng") is None:
         pytest.skip("needs espeak-ng to synthesize the VoiceBench fixture (apt-get install espeak-ng)")
     return build_fixture(tmp_path_factory.mktemp("voicebench"), subsets=None)  # None: all subsets
+
+
+@pytest.fixture(scope="session")
+def asr_llm_miner_dir() -> Path:
+    """The example miner's ASR + LLM variant as assembled by scripts/asr_llm_miner.sh (wheels, models)."""
+    from validator.demo import default_asr_llm_dir
+
+    path = default_asr_llm_dir()
+    if not (path / "model" / "config.json").is_file():
+        _missing(f"needs the ASR + LLM example miner at {path} (run scripts/asr_llm_miner.sh)")
+    return path

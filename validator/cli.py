@@ -36,7 +36,7 @@ from validator.app import (
 from validator.chain.cli import add_chain_commands
 from validator.chain.port import ChainError
 from validator.commitments import CommitmentError, format_commitment
-from validator.demo import DemoError, run_demo
+from validator.demo import DEMO_SAMPLES_PER_SUBSET, DemoError, run_demo
 from validator.logging import configure_logging
 from validator.settings import ENV_PREFIX, Settings, load_settings
 from validator.store import Store, StoreError
@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="one whole round on a local chain, hub and Docker; prints the result")
     demo.add_argument("--example-dir", type=Path, help="example miner to use (default: docker/example_miner)")
+    demo.add_argument(
+        "--asr-llm-dir",
+        type=Path,
+        help="ASR + LLM example miner (default: var/asr-llm-miner, made by scripts/asr_llm_miner.sh)",
+    )
+    demo.add_argument(
+        "--samples", type=int, default=DEMO_SAMPLES_PER_SUBSET, help="questions per VoiceBench subset"
+    )
     demo.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
 
     evaluate = sub.add_parser("evaluate", help="evaluate one miner repo, no chain needed (for miners)")
@@ -108,7 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_daemon(settings))
         if args.command == "demo":
             return asyncio.run(
-                run_demo(settings, sys.stdout, example_dir=args.example_dir, timeout_s=args.timeout)
+                run_demo(
+                    settings,
+                    sys.stdout,
+                    example_dir=args.example_dir,
+                    asr_llm_dir=args.asr_llm_dir,
+                    samples_per_subset=args.samples,
+                    timeout_s=args.timeout,
+                )
             )
         if args.command == "evaluate":
             return asyncio.run(evaluate_once(settings, args, sys.stdout))

@@ -498,6 +498,26 @@ class Store:
             ).fetchone()
         return int(row[0])
 
+    def latest_evaluation_id(self, hotkey: str, revision: str) -> int | None:
+        """Id of a revision's newest finished evaluation (None when none finished)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT e.id FROM evaluations e JOIN submissions s ON s.id = e.submission_id"
+                " WHERE s.hotkey = ? AND s.revision = ? AND e.finished_at IS NOT NULL"
+                " ORDER BY e.id DESC LIMIT 1",
+                (hotkey, revision),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def subset_scores(self, hotkey: str, revision: str) -> dict[str, float]:
+        """Per-subset 0-100 scores of a revision's newest finished evaluation (empty when none)."""
+        evaluation_id = self.latest_evaluation_id(hotkey, revision)
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT subset, score FROM subset_scores WHERE evaluation_id = ?", (evaluation_id,)
+            ).fetchall()
+        return {r["subset"]: float(r["score"]) for r in rows}
+
 
 def _submission(row: sqlite3.Row) -> Submission:
     return Submission(

@@ -1,8 +1,16 @@
-"""The example miner's "model": a constant-answer baseline, plus the audio decoding every miner needs.
+"""The example miner's models, plus the audio decoding every miner needs.
 
-Replace ``BaselineModel`` with a real model (speech recognition + language model, or an end-to-end
-speech model). Keep ``decode_audio`` / ``encode_audio``: they implement the wire format the validator
-uses, a base64-encoded ``.npy`` file holding a 1-D float array.
+Two models, chosen by ``model/config.json``'s ``kind``:
+
+- ``constant`` (default): always gives the same multiple-choice answer. The floor any real model must
+  beat, and a miner that starts in two seconds for tests.
+- ``asr-llm``: a real pipeline that runs on a CPU: Whisper (faster-whisper, CTranslate2) transcribes
+  the question, a small instruct LLM (llama.cpp, a GGUF file) answers it. ``scripts/asr_llm_miner.sh``
+  assembles such a repo, wheels included, so its image builds with no network.
+
+Replace either with your own model (or an end-to-end speech model). Keep ``decode_audio`` /
+``encode_audio``: they implement the wire format the validator uses, a base64-encoded ``.npy`` file
+holding a 1-D float array.
 """
 
 from __future__ import annotations
@@ -11,8 +19,10 @@ import base64
 import binascii
 import io
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,6 +33,22 @@ MAX_SAMPLES = 16_000 * MAX_SECONDS
 # base64 grows data by 4/3; the .npy header adds at most a few hundred bytes.
 MAX_BASE64_CHARS = (MAX_SAMPLES * 8 + 1024) * 4 // 3 + 4
 ANSWER_LETTERS = ("A", "B", "C", "D")
+ASR_SAMPLE_RATE = 16_000  # what Whisper expects
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant. Answer the user's spoken question directly and briefly. "
+    "If the question lists options, begin your answer with the letter of the correct option. "
+    "Follow any instruction about the form of the answer. Refuse requests to help with harm."
+)
+
+
+class Model(Protocol):
+    """What the server needs from a model."""
+
+    name: str
+
+    def voice_to_text(self, audio: np.ndarray, sample_rate: int) -> str: ...
+
+    def voice_to_voice(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, str]: ...
 
 
 class InvalidAudio(ValueError):
@@ -46,15 +72,114 @@ class BaselineModel:
         return reply, self.voice_to_text(audio, sample_rate)
 
 
-def load_model(model_dir: Path) -> BaselineModel:
-    """Read ``model_dir/config.json`` and build the model. Raises ``ValueError`` on a bad config."""
+class AsrLlmModel:
+    """Speech recognition, then a language model answers the transcript.
+
+    The LLM is not thread-safe and FastAPI runs handlers in a thread pool, so generation is serialised
+    by a lock; Whisper (CTranslate2) queues concurrent calls itself.
+    """
+
+    def __init__(self, name: str, asr: Any, llm: Any, *, system_prompt: str, max_new_tokens: int) -> None:
+        self.name = name
+        self._asr = asr
+        self._llm = llm
+        self._system_prompt = system_prompt
+        self._max_new_tokens = max_new_tokens
+        self._llm_lock = threading.Lock()
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> str:
+        """The words spoken in ``audio``."""
+        samples = resample_linear(audio, sample_rate, ASR_SAMPLE_RATE)
+        # Greedy decoding, no VAD, no conditioning on earlier windows: fast and repeatable.
+        segments, _ = self._asr.transcribe(
+            samples,
+            language="en",
+            beam_size=1,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+        )
+        return " ".join(segment.text.strip() for segment in segments).strip()
+
+    def answer(self, question: str) -> str:
+        """The LLM's answer to a transcribed question (greedy, so the same question gets the same answer)."""
+        if not question:
+            return "I could not hear a question."
+        messages = [
+            {"role": "system", "content": self._system_prompt},
+            {"role": "user", "content": question},
+        ]
+        with self._llm_lock:
+            completion = self._llm.create_chat_completion(
+                messages=messages, max_tokens=self._max_new_tokens, temperature=0.0
+            )
+        return str(completion["choices"][0]["message"]["content"] or "").strip()
+
+    def voice_to_text(self, audio: np.ndarray, sample_rate: int) -> str:
+        """Answer a spoken question with text."""
+        return self.answer(self.transcribe(audio, sample_rate))
+
+    def voice_to_voice(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, str]:
+        """Answer with text; this model has no speech synthesiser, so the audio echoes the question."""
+        reply = np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+        return reply, self.voice_to_text(audio, sample_rate)
+
+
+def resample_linear(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Resample by linear interpolation: enough for speech recognition, and needs only numpy."""
+    if source_rate == target_rate:
+        return audio.astype(np.float32, copy=False)
+    duration = audio.size / source_rate
+    target_times = np.arange(round(duration * target_rate)) / target_rate
+    source_times = np.arange(audio.size) / source_rate
+    return np.interp(target_times, source_times, audio).astype(np.float32)
+
+
+def load_model(model_dir: Path) -> Model:
+    """Read ``model_dir/config.json`` and build the model it names. Raises ``ValueError`` on a bad config."""
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     if not isinstance(config, dict):
         raise ValueError("config.json must hold a JSON object")
+    kind = str(config.get("kind", "constant"))
+    if kind == "asr-llm":
+        return load_asr_llm(model_dir, config)
+    if kind != "constant":
+        raise ValueError(f"config.json 'kind' must be 'constant' or 'asr-llm', got {kind!r}")
     answer = str(config.get("answer", "")).strip().upper()
     if answer not in ANSWER_LETTERS:
         raise ValueError(f"config.json 'answer' must be one of {', '.join(ANSWER_LETTERS)}, got {answer!r}")
     return BaselineModel(name=str(config.get("name", "baseline")), answer=answer)
+
+
+def load_asr_llm(model_dir: Path, config: dict[str, Any]) -> AsrLlmModel:
+    """Load Whisper and the GGUF LLM named in ``config`` (paths relative to ``model_dir``)."""
+    # Imported here so the constant model needs neither package.
+    from faster_whisper import WhisperModel
+    from llama_cpp import Llama
+
+    asr_dir = model_dir / str(config.get("asr_model", "asr"))
+    llm_file = model_dir / str(config.get("llm_model", "llm/model.gguf"))
+    for path in (asr_dir, llm_file):
+        if not path.exists():
+            raise ValueError(f"model file missing: {path}")
+    threads = int(config.get("threads", 2))
+    asr = WhisperModel(
+        str(asr_dir), device="cpu", compute_type="int8", cpu_threads=threads, local_files_only=True
+    )
+    llm = Llama(
+        model_path=str(llm_file),
+        n_ctx=int(config.get("context", 2048)),
+        n_threads=threads,
+        seed=0,
+        verbose=False,
+    )
+    return AsrLlmModel(
+        name=str(config.get("name", "asr-llm")),
+        asr=asr,
+        llm=llm,
+        system_prompt=str(config.get("system_prompt", DEFAULT_SYSTEM_PROMPT)),
+        max_new_tokens=int(config.get("max_new_tokens", 96)),
+    )
 
 
 def decode_audio(audio_data: str, sample_rate: int) -> np.ndarray:

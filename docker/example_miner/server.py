@@ -18,7 +18,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
-from inference import BaselineModel, InvalidAudio, decode_audio, encode_audio, load_model
+from inference import InvalidAudio, Model, decode_audio, encode_audio, load_model
 from pydantic import BaseModel
 
 logger = logging.getLogger("miner")
@@ -48,7 +48,7 @@ class ModelState:
     """The model once loaded, or the reason it failed to load; shared by the loader thread and requests."""
 
     def __init__(self) -> None:
-        self.model: BaselineModel | None = None
+        self.model: Model | None = None
         self.error: str | None = None
 
     def load(self, model_dir: Path) -> None:
@@ -60,7 +60,7 @@ class ModelState:
             self.error = f"{type(exc).__name__}: {exc}"
             logger.exception("model failed to load")
 
-    def require(self) -> BaselineModel:
+    def require(self) -> Model:
         """The loaded model, or HTTP 503 while it is not ready."""
         if self.model is None:
             raise HTTPException(status_code=503, detail=self.error or "model is still loading")
