@@ -12,6 +12,8 @@ VV_INSTALL_CPU_JUDGE=1 bash scripts/setup.sh
 .venv/bin/mypy validator evaluation neurons
 export DOCKER_HOST="$(bash scripts/dockerd.sh | tail -n 1 | sed 's/^DOCKER_HOST=//')"
 bash scripts/base_image.sh
+# The example miner's ASR + LLM variant (wheels and models in its repo) for the demo test.
+bash scripts/asr_llm_miner.sh
 # Everything was just started: a Docker test that cannot find it must fail, not skip.
 export VV_REQUIRE_DOCKER=1
 exec .venv/bin/pytest "$@"

@@ -41,14 +41,15 @@ def test_demo_scores_every_column_and_sets_weights(
     ])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
-    lines = {line.split()[0]: line for line in out.splitlines() if line[:1].isdigit()}
+    round_table, columns_table = out.split("VoiceBench columns (0-100)")
+    lines = {line.split()[0]: line for line in round_table.splitlines() if line[:1].isdigit()}
     assert "evaluated" in lines["1"] and "evaluated" in lines["2"]
     assert "rejected" in lines["3"] and "hotkey.txt" in lines["3"]
     assert "skipped commitment of 5HGjWAeFDf" in out
     assert "weights on chain (block" in out
 
     # Both evaluated miners have a number in every one of the nine columns.
-    columns = out.split("VoiceBench columns (0-100)")[1].splitlines()
+    columns = columns_table.splitlines()
     assert columns[1].split()[1:] == [SUBSETS[name].column for name in SUBSETS]
     for uid in ("1", "2"):
         row = next(line.split() for line in columns if line.split()[:1] == [uid])
