@@ -172,7 +172,7 @@ async def test_slot_view_sends_its_gpus_to_the_daemon(
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "Dockerfile").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCMD [\"sleep\", \"60\"]\n", encoding="utf-8"
+        'ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCMD ["sleep", "60"]\n', encoding="utf-8"
     )
     sandbox = DockerSandbox(sandbox_config)
     try:

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import posixpath
 import re
@@ -274,6 +275,25 @@ def device_requests(device_ids: Sequence[str]) -> list[docker.types.DeviceReques
     if not device_ids:
         return []
     return [docker.types.DeviceRequest(device_ids=list(device_ids), capabilities=[["gpu"]])]
+
+
+def docker_ping(docker_host: str | None, timeout_s: float) -> str:
+    """Ping the daemon and return its version (blocking; every socket operation within ``timeout_s``).
+
+    ``docker_host`` None means the SDK's default (DOCKER_HOST, else the system socket). Raises the SDK's
+    or the socket's error when the daemon does not answer.
+    """
+    timeout = max(1, math.ceil(timeout_s))
+    client = (
+        docker.DockerClient(base_url=docker_host, timeout=timeout)
+        if docker_host
+        else docker.from_env(timeout=timeout)
+    )
+    try:
+        client.ping()
+        return str(client.version().get("Version", "unknown version"))
+    finally:
+        client.close()
 
 
 def ownership_filter(validator_id: str) -> dict[str, list[str]]:
