@@ -208,7 +208,9 @@ class Settings(BaseSettings):
     # --- daemon --------------------------------------------------------------------------------
     sync_interval_s: float = Field(60.0, gt=0, description="Seconds between reads of the chain.")
     weights_interval_s: float = Field(600.0, gt=0, description="Seconds between weight sets.")
-    eval_workers: int = Field(1, ge=1, le=16, description="Submissions evaluated at once (GPU slots).")
+    eval_workers: int = Field(
+        1, ge=1, le=16, description="Submissions evaluated at once, when gpu-slots is empty."
+    )
     max_attempts: int = Field(3, ge=1, description="Tries of a submission when our side fails.")
     retry_backoff_s: float = Field(300.0, ge=0, description="Wait before retrying such a submission.")
     validator_id: str = Field(
