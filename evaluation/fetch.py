@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import structlog
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import DisabledRepoError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.hf_api import ModelInfo
@@ -54,12 +55,15 @@ _HASH_CHUNK_BYTES = 4 * 2**20
 # How often the download's disk use is measured, and how long a cancelled download may take to stop.
 _WATCH_INTERVAL_S = 1.0
 _STOP_GRACE_S = 30.0
+# A long download logs how far it got this often.
+_PROGRESS_LOG_S = 15.0
 # Room for the client's own bookkeeping files next to the downloaded bytes.
 _OVERHEAD_BYTES_PER_FILE = 16 * 2**10
 _OVERHEAD_BYTES = 2**20
 
 _T = TypeVar("_T")
 _log = logging.getLogger(__name__)
+_slog = structlog.get_logger(__name__)
 
 
 class RepoSource(Protocol):
@@ -191,6 +195,7 @@ class HubRepoSource(RepoSource):
         """
         task = asyncio.ensure_future(asyncio.to_thread(call))
         failure: EvaluationError
+        started = last_report = time.monotonic()
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -206,6 +211,15 @@ class HubRepoSource(RepoSource):
                         raise _hub_error(exc, what) from exc
                 if watch is not None:
                     used = await asyncio.to_thread(_tree_bytes, watch[0])
+                    if time.monotonic() - last_report >= _PROGRESS_LOG_S:
+                        last_report = time.monotonic()
+                        _slog.info(
+                            "download progress",
+                            what=what,
+                            received_bytes=used,
+                            limit_bytes=watch[1],
+                            elapsed_s=round(last_report - started),
+                        )
                     if used > watch[1]:
                         failure = InfrastructureError(
                             f"{what}: hub sent {used} bytes, more than the {watch[1]} its listing announced"

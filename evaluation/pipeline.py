@@ -25,6 +25,7 @@ from evaluation.fingerprint import content_fingerprint, weights_fingerprint
 from evaluation.judge.client import JudgeClient
 from evaluation.judge.port import AsyncEvaluator
 from evaluation.miner_client import MinerClient
+from evaluation.progress import EvaluationProgress
 from evaluation.sandbox.port import RunningModel, Sandbox
 from evaluation.types import EvaluationResult, SampleResult, Submission, SubsetScore
 from evaluation.voicebench.dataset import Item, sample_items
@@ -122,13 +123,21 @@ class Pipeline:
         return self._rounds[seed]
 
     async def evaluate(
-        self, submission: Submission, sink: ResultSink | None = None, *, seed: int | None = None
+        self,
+        submission: Submission,
+        sink: ResultSink | None = None,
+        *,
+        seed: int | None = None,
+        progress: EvaluationProgress | None = None,
+        sandbox: Sandbox | None = None,
     ) -> EvaluationResult:
         """Evaluate one submission on the round ``seed`` (default: the configured seed).
 
         Miner faults give a zero-score result with ``error`` set; ``InfrastructureError`` (our side)
-        propagates so the caller can retry later.
+        propagates so the caller can retry later. ``progress`` hears each stage and sample; ``sandbox``
+        replaces the pipeline's own for this call (a worker's GPU slot).
         """
+        sandbox = sandbox or self._sandbox
         started = time.monotonic()
         seed = self._config.seed if seed is None else seed
         bound = log.bind(
@@ -141,19 +150,25 @@ class Pipeline:
         scratch = Path(tempfile.mkdtemp(prefix=f"uid{submission.uid}-", dir=self._work_dir))
         fingerprints: tuple[str, ...] = ()
         try:
+            if progress is not None:
+                progress.stage("fetch")
             repo_dir = await self._source.fetch(submission, scratch)
             fingerprints = await asyncio.to_thread(repo_fingerprints, repo_dir)
             await asyncio.to_thread(
                 check_repo, repo_dir, submission.hotkey if self._config.check_hotkey else None
             )
             bound.info("repo fetched and checked")
-            model = await self._sandbox.start(submission, repo_dir)
+            if progress is not None:
+                progress.stage("start")
+            model = await sandbox.start(submission, repo_dir)
             bound.info("miner ready", url=model.base_url)
             try:
                 items = await asyncio.to_thread(self.round_items, seed)
-                subsets = await self._query_all(model, items, sink)
+                if progress is not None:
+                    progress.stage("query", total=sum(len(pool) for pool in items.values()))
+                subsets = await self._query_all(model, items, sink, progress)
             finally:
-                await self._sandbox.stop(model)
+                await sandbox.stop(model)
         except SubmissionRejected as exc:
             bound.warning("submission rejected", reason=str(exc), kind=type(exc).__name__)
             return EvaluationResult(
@@ -179,7 +194,11 @@ class Pipeline:
         )
 
     async def _query_all(
-        self, model: RunningModel, items: Mapping[str, list[Item]], sink: ResultSink | None
+        self,
+        model: RunningModel,
+        items: Mapping[str, list[Item]],
+        sink: ResultSink | None,
+        progress: EvaluationProgress | None = None,
     ) -> list[SubsetScore]:
         gate = asyncio.Semaphore(self._config.concurrency)
         # A miner that answers each request just inside its timeout must not hold a GPU slot for hours.
@@ -198,6 +217,8 @@ class Pipeline:
                         result = await _query_one(client, item, self._evaluators[item.subset])
                 if sink is not None:
                     await sink.sample(result)
+                if progress is not None:
+                    progress.sample(result)
                 return result
 
             results = await asyncio.gather(*(one(i) for pool in items.values() for i in pool))

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import aiohttp
 import structlog
@@ -18,12 +19,14 @@ from evaluation.judge.prompts import PROMPT_VERSION
 from evaluation.judge.server import (
     JudgeServer,
     JudgeServerError,
+    JudgeServerSpec,
     attach,
     gpu_present,
     llama_cpp_spec,
     vllm_spec,
 )
 from evaluation.pipeline import Pipeline, PipelineConfig
+from evaluation.progress import Observe
 from evaluation.repo_cache import CachedRepoSource
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
 from evaluation.sandbox.port import Sandbox
@@ -35,6 +38,7 @@ from evaluation.voicebench.subsets import SubsetSpec, subset_spec
 from validator.chain.facade import ChainFacade
 from validator.chain.local import LocalChain
 from validator.chain.port import Chain
+from validator.metrics import Metrics, serve_metrics
 from validator.service import ServiceConfig, ValidatorService
 from validator.settings import Settings
 from validator.store import Store
@@ -54,6 +58,8 @@ class App:
     sandbox: Sandbox
     pipeline: Pipeline
     service: ValidatorService
+    metrics: Metrics | None = None
+    metrics_port: int | None = None  # the bound port when metrics are served
 
 
 def sandbox_config(settings: Settings) -> SandboxConfig:
@@ -175,10 +181,29 @@ def judge_needed(settings: Settings) -> bool:
     return any(subset_spec(name).evaluator in JUDGED_EVALUATORS for name in settings.subsets)
 
 
+def pin_judge_gpus(spec: JudgeServerSpec, device_ids: Sequence[str]) -> JudgeServerSpec:
+    """``spec`` with CUDA_VISIBLE_DEVICES set to ``device_ids`` (unchanged when empty: vLLM's default)."""
+    if not device_ids:
+        return spec
+    env = MappingProxyType({**spec.env, "CUDA_VISIBLE_DEVICES": ",".join(device_ids)})
+    return dataclasses.replace(spec, env=env)
+
+
+def worker_sandboxes(sandbox: Sandbox, slots: Sequence[tuple[str, ...]]) -> list[Sandbox]:
+    """One sandbox per evaluation worker: a view pinned to the worker's GPU slot on Docker; the same
+    sandbox for each worker otherwise (a test double has no GPUs to pin)."""
+    if isinstance(sandbox, DockerSandbox):
+        return [sandbox.for_slot(slot) for slot in slots]
+    return [sandbox] * len(slots)
+
+
 @asynccontextmanager
-async def open_judge(settings: Settings) -> AsyncIterator[JudgeClient | None]:
+async def open_judge(
+    settings: Settings, *, observe: Observe | None = None
+) -> AsyncIterator[JudgeClient | None]:
     """The judge client the configured subsets need (None when none does), with its server started
-    and supervised here unless the operator runs it (``judge url``); stopped on exit."""
+    and supervised here unless the operator runs it (``judge url``); stopped on exit. ``observe`` hears
+    each judge request (metrics)."""
     if not judge_needed(settings):
         yield None
         return
@@ -190,7 +215,12 @@ async def open_judge(settings: Settings) -> AsyncIterator[JudgeClient | None]:
             info = JudgeInfo(model, settings.judge_revision or "unpinned", PROMPT_VERSION)
             log.info("judge attached", url=settings.judge_url, model=model)
             yield JudgeClient(
-                settings.judge_url, session, model=model, info=info, concurrency=settings.judge_concurrency
+                settings.judge_url,
+                session,
+                model=model,
+                info=info,
+                concurrency=settings.judge_concurrency,
+                observe=observe,
             )
             return
         mode = settings.judge
@@ -206,6 +236,7 @@ async def open_judge(settings: Settings) -> AsyncIterator[JudgeClient | None]:
                 max_model_len=settings.judge_max_model_len,
                 port=settings.judge_port,
             )
+            spec = pin_judge_gpus(spec, settings.judge_gpu_device_ids)
         else:
             spec = llama_cpp_spec(port=settings.judge_port)
         server = JudgeServer(spec, log_path=settings.data_dir / "judge.log")
@@ -234,6 +265,7 @@ async def open_judge(settings: Settings) -> AsyncIterator[JudgeClient | None]:
                 supports_n=vllm,
                 supports_guided=vllm,
                 grammar_choices=not vllm,
+                observe=observe,
             )
         finally:
             stop.set()
@@ -254,16 +286,20 @@ async def open_app(
 ) -> AsyncIterator[App]:
     """Open every resource the validator needs and close them all on exit, whatever happens."""
     async with AsyncExitStack() as stack:
+        metrics = Metrics()
+        metrics_port = None
+        if settings.metrics_port:
+            metrics_port = await stack.enter_async_context(serve_metrics(metrics, settings.metrics_port))
         store = await asyncio.to_thread(Store.open, settings.database_path)
         stack.callback(store.close)
         chain = chain or await make_chain(settings)
         stack.push_async_callback(chain.close)
-        sandbox = sandbox or DockerSandbox(sandbox_config(settings))
+        sandbox = sandbox or DockerSandbox(sandbox_config(settings), observe_build=metrics.observe_build)
         stack.push_async_callback(sandbox.close)
         removed = await sandbox.cleanup()
         if removed:
             log.info("removed containers left by a previous run", count=removed)
-        judge = await stack.enter_async_context(open_judge(settings))
+        judge = await stack.enter_async_context(open_judge(settings, observe=metrics.observe_judge))
         pipeline = Pipeline(
             source or make_source(settings),
             sandbox,
@@ -272,8 +308,18 @@ async def open_app(
             work_dir=settings.repos_dir,
             judge=judge,
         )
-        service = ValidatorService(service_config(settings), store, chain, pipeline)
-        yield App(settings, store, chain, sandbox, pipeline, service)
+        slots = settings.worker_slots
+        if settings.gpu_slots:
+            log.info("evaluation workers pinned to GPU slots", slots=[list(slot) for slot in slots])
+        service = ValidatorService(
+            service_config(settings),
+            store,
+            chain,
+            pipeline,
+            metrics=metrics,
+            worker_sandboxes=worker_sandboxes(sandbox, slots),
+        )
+        yield App(settings, store, chain, sandbox, pipeline, service, metrics, metrics_port)
 
 
 def service_config(settings: Settings) -> ServiceConfig:

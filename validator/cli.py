@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -37,7 +38,9 @@ from validator.chain.cli import add_chain_commands
 from validator.chain.port import ChainError
 from validator.commitments import CommitmentError, format_commitment
 from validator.demo import DEMO_SAMPLES_PER_SUBSET, DemoError, run_demo
+from validator.health import health_checks
 from validator.logging import configure_logging
+from validator.progress_bar import TerminalProgress
 from validator.settings import ENV_PREFIX, Settings, load_settings
 from validator.store import Store, StoreError
 from validator.table import render_table
@@ -85,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     commit.add_argument("--epoch", type=int, default=0, help="epoch field of the commitment")
     commit.add_argument("--competition", help="competition id (default: the first of --competitions)")
 
-    sub.add_parser("status", help="show each miner's latest submission, score and the last weights")
+    sub.add_parser(
+        "status", help="miners, scores, last weights, evaluations under way, judge and Docker health"
+    )
     settings = sub.add_parser(
         "settings", help="list every setting with its flag, environment variable, default"
     )
@@ -128,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "evaluate":
             return asyncio.run(evaluate_once(settings, args, sys.stdout))
         if args.command == "status":
-            return show_status(settings, sys.stdout)
+            code = show_status(settings, sys.stdout)
+            return max(code, asyncio.run(show_health(settings, sys.stdout)))
         if args.command == "commit":
             return asyncio.run(commit_submission(settings, args, sys.stdout))
     except (DemoError, EvaluationError, StoreError, ChainError) as exc:
@@ -213,7 +219,9 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
                 file=out,
                 flush=True,
             )
-            result = await pipeline.evaluate(submission, _PrintSink(out, args.verbose))
+            # Verbose answers go to stdout line by line; a bar redrawn in place would garble them.
+            progress = TerminalProgress(sys.stderr, tty=False if args.verbose else None)
+            result = await pipeline.evaluate(submission, _PrintSink(out, args.verbose), progress=progress)
     finally:
         await sandbox.close()
     if result.error:
@@ -241,6 +249,15 @@ def show_status(settings: Settings, out: TextIO) -> int:
         ]
         print(render_table(("uid", "hotkey", "submission", "status", "score", "note"), rows), file=out)
         print(f"\nqueued or running: {store.pending_count()}", file=out)
+        running = store.running_evaluations()
+        planned = planned_samples(settings)
+        for ev in running:
+            of = f" of at most {planned}" if planned is not None else ""
+            print(
+                f"evaluating uid {ev.uid} {ev.repo_id}@{ev.revision[:8]}: {ev.samples_done}{of} samples done"
+                f" ({ev.samples_failed} failed), for {time.time() - ev.started_at:.0f}s",
+                file=out,
+            )
         last = store.last_weight_set(successful_only=False)
         if last is None:
             print("weights: never set", file=out)
@@ -254,6 +271,25 @@ def show_status(settings: Settings, out: TextIO) -> int:
     finally:
         store.close()
     return 0
+
+
+def planned_samples(settings: Settings) -> int | None:
+    """Samples one evaluation sends under ``settings`` at most (None: every item of some subset).
+
+    At most: a subset with fewer items than asked for sends them all. The exact count needs the loaded
+    benchmark, which the status command does not load.
+    """
+    sizes = [settings.subset_samples.get(name, settings.samples_per_subset) for name in settings.subsets]
+    return None if any(size is None for size in sizes) else sum(s for s in sizes if s is not None)
+
+
+async def show_health(settings: Settings, out: TextIO) -> int:
+    """Print the Docker daemon's and the judge's health; 1 when a needed one is down."""
+    checks = await health_checks(settings)
+    print("", file=out)
+    for check in checks:
+        print(check.line(), file=out)
+    return 1 if any(check.ok is False for check in checks) else 0
 
 
 def settings_table(*, markdown: bool = False) -> str:

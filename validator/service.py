@@ -7,19 +7,22 @@ hiccup, a full disk) never stops the validator. Only ``stop`` ends the tasks.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
 from evaluation.errors import InfrastructureError
 from evaluation.pipeline import Pipeline
+from evaluation.sandbox.port import Sandbox
 from evaluation.types import SampleResult
 from validator.chain.facade import ChainFacade, ChainUnavailable
 from validator.chain.port import Hyperparameters, WeightSetResult
 from validator.commitments import submissions_from_chain
+from validator.metrics import Metrics, ObservedProgress, error_kind
 from validator.store import QueuedEvaluation, Store
 from validator.weights import WeightPolicy, WeightsNotReady, compute_weights
 
@@ -72,8 +75,21 @@ class _StoreSink:
 class ValidatorService:
     """Owns the long-running tasks and the state they share."""
 
-    def __init__(self, config: ServiceConfig, store: Store, chain: ChainFacade, pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        store: Store,
+        chain: ChainFacade,
+        pipeline: Pipeline,
+        *,
+        metrics: Metrics | None = None,
+        worker_sandboxes: Sequence[Sandbox] | None = None,
+    ) -> None:
+        """``worker_sandboxes``: one sandbox per evaluation worker (its GPU slot); None: ``eval_workers``
+        workers on the pipeline's own sandbox. ``metrics`` None: counted in a registry nobody serves."""
         self._config = config
+        self._metrics = metrics or Metrics()
+        self._worker_sandboxes = list(worker_sandboxes) if worker_sandboxes else None
         self._store = store
         self._chain = chain
         self._pipeline = pipeline
@@ -96,8 +112,9 @@ class ValidatorService:
             "chain-sync": self._sync_loop,
             "weights": self._weights_loop,
         }
-        for n in range(self._config.eval_workers):
-            loops[f"evaluator-{n}"] = self._worker_loop
+        workers = len(self._worker_sandboxes) if self._worker_sandboxes else self._config.eval_workers
+        for n in range(workers):
+            loops[f"evaluator-{n}"] = functools.partial(self._worker_loop, n)
         stall_s = self._config.block_stall_s
         if stall_s is not None:
             loops["block-watchdog"] = lambda: watch_blocks(self._chain, stall_s)
@@ -147,6 +164,8 @@ class ValidatorService:
                 )
         if queued:
             self._work.set()
+        self._metrics.chain_block.set(block)
+        self._metrics.queue_length.set(await asyncio.to_thread(self._store.pending_count))
         self._last_sync_block = block
         return SyncReport(block=block, neurons=len(neurons), queued=queued, rejected=len(rejected))
 
@@ -158,27 +177,41 @@ class ValidatorService:
 
     # --- evaluation ----------------------------------------------------------------------------
 
-    async def evaluate_next(self) -> bool:
-        """Evaluate the next due submission, if any. Returns whether one was taken."""
+    async def evaluate_next(self, worker: int = 0) -> bool:
+        """Evaluate the next due submission, if any, on ``worker``'s sandbox; whether one was taken."""
         claim = await asyncio.to_thread(self._store.claim_next)
         if claim is None:
             return False
         sub = claim.submission
+        sandbox = self._worker_sandboxes[worker] if self._worker_sandboxes else None
+        metrics = self._metrics
+        started = time.monotonic()
         with structlog.contextvars.bound_contextvars(
-            uid=sub.uid, hotkey=sub.hotkey, repo=sub.repo_id, revision=sub.short_revision
+            uid=sub.uid, hotkey=sub.hotkey, repo=sub.repo_id, revision=sub.short_revision, worker=worker
         ):
             log.info("evaluation started", attempt=claim.attempt, samples=self._pipeline.sample_count)
+            metrics.evaluations_started.inc()
+            metrics.evaluations_in_progress.inc()
             try:
                 seed = await self.round_seed()
                 sink = _StoreSink(self._store, claim.evaluation_id)
-                result = await self._pipeline.evaluate(sub, sink, seed=seed)
+                progress = ObservedProgress(metrics, worker)
+                result = await self._pipeline.evaluate(
+                    sub, sink, seed=seed, progress=progress, sandbox=sandbox
+                )
             except asyncio.CancelledError:
                 # Shutting down: leave it 'running'; the next start puts it back in the queue.
                 raise
             except Exception as exc:  # our side failed: retry later instead of scoring the miner
+                metrics.evaluation_finished("failed", time.monotonic() - started, type(exc).__name__)
                 await self._retry_later(claim, exc)
                 return True
+            finally:
+                metrics.evaluations_in_progress.dec()
             await asyncio.to_thread(self._store.finish_evaluation, claim, result)
+            outcome = "evaluated" if result.ok else "rejected"
+            metrics.evaluation_finished(outcome, time.monotonic() - started, error_kind(result.error))
+            metrics.queue_length.set(await asyncio.to_thread(self._store.pending_count))
         return True
 
     async def round_seed(self) -> int:
@@ -213,9 +246,9 @@ class ValidatorService:
         )
         await asyncio.to_thread(self._store.fail_evaluation, claim, error, retry_at)
 
-    async def _worker_loop(self) -> None:
+    async def _worker_loop(self, worker: int = 0) -> None:
         while True:
-            if not await self.evaluate_next():
+            if not await self.evaluate_next(worker):
                 self._work.clear()
                 try:
                     # Woken early by a sync that queued work; the timeout catches retries coming due.
@@ -240,12 +273,14 @@ class ValidatorService:
         if not any(st.scores for st in standings):
             # Nothing evaluated yet (a fresh start): even a burn would only say "no data".
             log.info("weights not set: nothing evaluated yet, chain left untouched")
+            self._metrics.weight_sets.labels(outcome="not_ready").inc()
             return None
         previous = await asyncio.to_thread(self._store.last_weight_set)
         try:
             decision = compute_weights(standings, self._config.policy, previous.leader if previous else None)
         except WeightsNotReady as exc:
             log.info("weights not set: chain left untouched", reason=str(exc))
+            self._metrics.weight_sets.labels(outcome="not_ready").inc()
             return None
         leader = decision.leader_hotkey
         shown = {uid: round(w, 4) for uid, w in decision.weights.items()}
@@ -266,9 +301,11 @@ class ValidatorService:
                 leader=leader,
                 dry_run=True,
             )
+            self._metrics.weight_sets.labels(outcome="dry_run").inc()
             return None
         hyper = await self._chain.hyperparameters(self._config.netuid)
         if not await self._rate_limit_passed(hyper):
+            self._metrics.weight_sets.labels(outcome="rate_limited").inc()
             return None
         # The subnet may require a newer weights version than ours; sending less is refused on chain.
         result = await self._submit(decision.weights, max(self._config.version_key, hyper.version_key))
@@ -280,7 +317,9 @@ class ValidatorService:
             result.message,
             leader=leader,
         )
+        self._metrics.weight_sets.labels(outcome="success" if result.success else "refused").inc()
         if result.success:
+            self._metrics.last_weights_block.set(result.block)
             log.info("weights set", block=result.block, weights=shown, leader=decision.leader)
         else:
             log.warning("weight set refused", message=result.message, weights=shown)
@@ -290,6 +329,9 @@ class ValidatorService:
         """Whether the chain would accept a weight set now; waiting beats a refused extrinsic."""
         last = await self._chain.last_weights_block(self._config.netuid)
         block = await self._chain.block()
+        self._metrics.chain_block.set(block)
+        if last is not None:
+            self._metrics.last_weights_block.set(last)
         if last is not None and block - last < hyper.weights_rate_limit:
             log.info(
                 "weights wait for the chain's rate limit",

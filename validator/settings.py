@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from evaluation.voicebench.subsets import SUBSETS
+from validator.slots import worker_slots
 
 ENV_PREFIX = "VOICE_VALIDATOR_"
 
@@ -123,6 +124,12 @@ class Settings(BaseSettings):
     gpu_device_ids: list[str] = Field(
         default_factory=list, description="GPU ids given to miner containers (JSON list); empty: no GPU."
     )
+    gpu_slots: list[list[str]] = Field(
+        default_factory=list,
+        description="One evaluation worker per slot, its miner containers pinned to the slot's GPU ids "
+        '(JSON list of lists, e.g. [["0"],["1"]]); replaces eval-workers and gpu-device-ids. Empty: '
+        "eval-workers workers with gpu-device-ids (none: CPU only).",
+    )
     build_timeout_s: float = Field(1800.0, gt=0, description="Deadline of one image build.")
     start_timeout_s: float = Field(600.0, gt=0, description="Deadline for a miner to report model_loaded.")
     build_network: str = Field(
@@ -190,6 +197,10 @@ class Settings(BaseSettings):
     judge_gpu_memory_utilization: float = Field(
         0.3, gt=0, le=1, description="Share of the GPU's memory vLLM may take; the rest is the miners'."
     )
+    judge_gpu_device_ids: list[str] = Field(
+        default_factory=list,
+        description="GPU ids vLLM may use (CUDA_VISIBLE_DEVICES, JSON list); empty: vLLM's default, GPU 0.",
+    )
     judge_max_model_len: int = Field(4096, gt=0, description="vLLM --max-model-len of the judge.")
     judge_port: int = Field(8011, gt=0, lt=65536, description="127.0.0.1 port of the judge server.")
     judge_concurrency: int = Field(32, ge=1, description="Judge requests in flight (vLLM batches them).")
@@ -197,7 +208,9 @@ class Settings(BaseSettings):
     # --- daemon --------------------------------------------------------------------------------
     sync_interval_s: float = Field(60.0, gt=0, description="Seconds between reads of the chain.")
     weights_interval_s: float = Field(600.0, gt=0, description="Seconds between weight sets.")
-    eval_workers: int = Field(1, ge=1, le=16, description="Submissions evaluated at once (GPU slots).")
+    eval_workers: int = Field(
+        1, ge=1, le=16, description="Submissions evaluated at once, when gpu-slots is empty."
+    )
     max_attempts: int = Field(3, ge=1, description="Tries of a submission when our side fails.")
     retry_backoff_s: float = Field(300.0, ge=0, description="Wait before retrying such a submission.")
     validator_id: str = Field(
@@ -205,6 +218,17 @@ class Settings(BaseSettings):
         pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$",
         description="Names this validator's containers, so validators sharing a Docker host never "
         "touch each other's.",
+    )
+
+    # --- observability -------------------------------------------------------------------------
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        lt=65536,
+        description="Port on 127.0.0.1 serving Prometheus metrics at /metrics; empty or 0: none.",
+    )
+    health_timeout_s: float = Field(
+        3.0, gt=0, description="Deadline of each check `voice-validator status` makes (judge, Docker)."
     )
 
     # --- logging -------------------------------------------------------------------------------
@@ -228,6 +252,18 @@ class Settings(BaseSettings):
             raise ValueError("at least one subset must be evaluated")
         return value
 
+    @field_validator("gpu_slots")
+    @classmethod
+    def _valid_slots(cls, value: list[list[str]]) -> list[list[str]]:
+        worker_slots(value, 1)  # raises ValueError naming the bad slot
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_give_gpus(self) -> Settings:
+        if self.gpu_slots and self.gpu_device_ids:
+            raise ValueError("set gpu_slots or gpu_device_ids, not both (each slot names its own GPUs)")
+        return self
+
     @model_validator(mode="after")
     def _cache_holds_a_repo(self) -> Settings:
         if self.repo_cache_bytes < self.max_repo_bytes:
@@ -243,6 +279,11 @@ class Settings(BaseSettings):
     def voicebench_path(self) -> Path:
         """Where the VoiceBench parquet files live (downloaded, or the fixture built here)."""
         return self.voicebench_dir or self.data_dir / "voicebench"
+
+    @property
+    def worker_slots(self) -> list[tuple[str, ...]]:
+        """The GPU ids of each evaluation worker; its length is the number of workers."""
+        return worker_slots(self.gpu_slots, self.eval_workers, self.gpu_device_ids)
 
     @property
     def repos_dir(self) -> Path:

@@ -518,6 +518,45 @@ class Store:
             ).fetchall()
         return {r["subset"]: float(r["score"]) for r in rows}
 
+    def running_evaluations(self) -> list[RunningEvaluation]:
+        """Evaluations under way now (opened, not finished), oldest first, with the samples saved so far."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT e.id, e.started_at, s.uid, s.hotkey, s.repo_id, s.revision,"
+                " (SELECT COUNT(*) FROM sample_results r WHERE r.evaluation_id = e.id) AS done,"
+                " (SELECT COUNT(*) FROM sample_results r WHERE r.evaluation_id = e.id"
+                "  AND r.error IS NOT NULL) AS failed"
+                " FROM evaluations e JOIN submissions s ON s.id = e.submission_id"
+                " WHERE e.finished_at IS NULL AND s.status = 'running' ORDER BY e.id"
+            ).fetchall()
+        return [
+            RunningEvaluation(
+                evaluation_id=int(r["id"]),
+                uid=int(r["uid"]),
+                hotkey=r["hotkey"],
+                repo_id=r["repo_id"],
+                revision=r["revision"],
+                started_at=float(r["started_at"]),
+                samples_done=int(r["done"]),
+                samples_failed=int(r["failed"]),
+            )
+            for r in rows
+        ]
+
+
+@dataclass(frozen=True)
+class RunningEvaluation:
+    """An evaluation under way, as the status command shows it."""
+
+    evaluation_id: int
+    uid: int
+    hotkey: str
+    repo_id: str
+    revision: str
+    started_at: float
+    samples_done: int
+    samples_failed: int
+
 
 def _submission(row: sqlite3.Row) -> Submission:
     return Submission(

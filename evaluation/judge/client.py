@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from evaluation.judge.port import JudgeInfo, JudgeUnavailable
+from evaluation.progress import Observe
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -48,7 +49,8 @@ class JudgeClient:
     ``supports_n``: the server honours ``n`` (vLLM does; llama.cpp's server does not), else ``n``
     requests are sent concurrently. ``supports_guided``: the server understands structured outputs;
     ``grammar_choices``: it takes a GBNF grammar (llama.cpp) to the same effect.
-    ``api_key`` is sent as a bearer token when set (vLLM's ``--api-key``).
+    ``api_key`` is sent as a bearer token when set (vLLM's ``--api-key``). ``observe`` hears each HTTP
+    attempt's duration and outcome ("ok" or a :func:`attempt_outcome` word) for metrics.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class JudgeClient:
         grammar_choices: bool = False,
         max_response_bytes: int = 2**20,
         api_key: str | None = None,
+        observe: Observe | None = None,
     ) -> None:
         if concurrency < 1 or retries < 0:
             raise ValueError("concurrency must be >= 1 and retries >= 0")
@@ -88,6 +91,7 @@ class JudgeClient:
         self._supports_guided = supports_guided
         self._grammar_choices = grammar_choices
         self._max_response_bytes = max_response_bytes
+        self._observe = observe
         self._headers = {"Accept-Encoding": "identity"}  # the byte cap then measures what is sent
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -157,10 +161,19 @@ class JudgeClient:
                 if remaining <= 0:
                     break
                 attempts += 1
+                started = time.monotonic()
                 try:
-                    return await self._post_once(body, n, min(self._timeout_s, remaining))
-                except _Retryable as exc:
+                    replies = await self._post_once(body, n, min(self._timeout_s, remaining))
+                except (_Retryable, JudgeUnavailable) as exc:
+                    if self._observe is not None:
+                        self._observe(time.monotonic() - started, attempt_outcome(exc))
+                    if not isinstance(exc, _Retryable):
+                        raise
                     reason = str(exc)
+                else:
+                    if self._observe is not None:
+                        self._observe(time.monotonic() - started, "ok")
+                    return replies
             if attempt == self._retries:
                 break
             delay = self._backoff_s * 2**attempt
@@ -208,6 +221,24 @@ class JudgeClient:
                 response.close()  # drop the connection rather than drain the rest
                 raise _Retryable(f"response larger than the {cap}-byte cap")
         return bytes(data)
+
+
+def attempt_outcome(exc: Exception) -> str:
+    """A failed attempt as one word of a fixed set: timeout, connection, http_429, http_5xx, malformed
+    (a body that is not a chat completion), rejected (HTTP 4xx: a configuration error)."""
+    if not isinstance(exc, _Retryable):
+        return "rejected"
+    cause = exc.__cause__
+    if isinstance(cause, TimeoutError):
+        return "timeout"
+    if isinstance(cause, aiohttp.ClientError | OSError):
+        return "connection"
+    text = str(exc)
+    if text.startswith("HTTP 429"):
+        return "http_429"
+    if text.startswith("HTTP "):
+        return "http_5xx"
+    return "malformed"
 
 
 def _parse_choices(raw: bytes, n: int) -> list[str]:

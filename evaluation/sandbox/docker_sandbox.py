@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import posixpath
 import re
@@ -44,7 +45,7 @@ import stat
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,10 +57,12 @@ import docker.errors
 import docker.types
 import docker.utils
 import requests
+import structlog
 import urllib3.exceptions
 
 from evaluation.errors import BuildFailed, InfrastructureError, StartFailed
 from evaluation.health import Health, parse_health
+from evaluation.progress import Observe, Throttle
 from evaluation.sandbox.port import RunningModel
 from evaluation.types import Submission
 
@@ -87,6 +90,12 @@ _MAX_IMAGE_VOLUMES = 16
 # Covering these with a tmpfs would break the container or hide the kernel's own interfaces.
 _FORBIDDEN_VOLUME_ROOTS = ("/proc", "/sys", "/dev")
 _HASH_CHUNK = 1 << 20
+# "Step 3/12 : RUN ..." is how the legacy builder announces each Dockerfile instruction.
+_BUILD_STEP_RE = re.compile(r"^Step (\d+)/(\d+) :")
+# A build logs its step at most this often (plus its first and last step): a long pip install still
+# shows signs of life without flooding the log.
+_BUILD_PROGRESS_S = 15.0
+_slog = structlog.get_logger(__name__)
 # Errors the docker SDK lets through from its HTTP layer when the daemon is unreachable or hangs.
 _TRANSPORT_ERRORS = (
     docker.errors.DockerException,
@@ -258,6 +267,35 @@ def image_volumes(image_attrs: dict[str, Any], where: str) -> list[str]:
     return paths
 
 
+def device_requests(device_ids: Sequence[str]) -> list[docker.types.DeviceRequest]:
+    """The container's GPU request: exactly ``device_ids`` (NVIDIA's ``--gpus '"device=0,1"'``), or none.
+
+    Ids, never a count: a count would let the runtime pick any free GPU, including another worker's.
+    """
+    if not device_ids:
+        return []
+    return [docker.types.DeviceRequest(device_ids=list(device_ids), capabilities=[["gpu"]])]
+
+
+def docker_ping(docker_host: str | None, timeout_s: float) -> str:
+    """Ping the daemon and return its version (blocking; every socket operation within ``timeout_s``).
+
+    ``docker_host`` None means the SDK's default (DOCKER_HOST, else the system socket). Raises the SDK's
+    or the socket's error when the daemon does not answer.
+    """
+    timeout = max(1, math.ceil(timeout_s))
+    client = (
+        docker.DockerClient(base_url=docker_host, timeout=timeout)
+        if docker_host
+        else docker.from_env(timeout=timeout)
+    )
+    try:
+        client.ping()
+        return str(client.version().get("Version", "unknown version"))
+    finally:
+        client.close()
+
+
 def ownership_filter(validator_id: str) -> dict[str, list[str]]:
     """Docker list filter selecting exactly the objects one validator created."""
     return {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_ID}={validator_id}"]}
@@ -276,8 +314,10 @@ class _BuildAborted(Exception):
 class DockerSandbox:
     """Builds miner repos and runs them in isolated containers on one Docker daemon."""
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, *, observe_build: Observe | None = None) -> None:
+        """``observe_build`` hears each build's duration and outcome (built, failed, error)."""
         self._config = config
+        self._observe_build = observe_build
         self._client: docker.DockerClient | None = None
         self._client_lock = asyncio.Lock()
         # container id -> network id, so stop() finds the network even if the container is already gone.
@@ -369,7 +409,7 @@ class DockerSandbox:
                     repository, _, version = tag.partition(":")
                     await self._blocking(client.api.tag, image_id, repository, version, what="tag an image")
             else:
-                image_id = await self._build(client, submission, repo_dir, digest)
+                image_id = await self._timed_build(client, submission, repo_dir, digest)
             self._pinned[image_id] += 1
             self._last_used[image_id] = time.time()
         if cached is None:
@@ -379,6 +419,26 @@ class DockerSandbox:
             except InfrastructureError:
                 pass  # a full cache is not worth failing an evaluation for; the next start retries
         return image_id
+
+    async def _timed_build(
+        self, client: docker.DockerClient, submission: Submission, repo_dir: Path, digest: str
+    ) -> str:
+        """``_build``, timed for ``observe_build`` and logged at its start and end."""
+        started = time.monotonic()
+        outcome = "error"
+        _slog.info("image build started")
+        try:
+            image_id = await self._build(client, submission, repo_dir, digest)
+            outcome = "built"
+            return image_id
+        except BuildFailed:
+            outcome = "failed"
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            _slog.info("image build finished", outcome=outcome, build_s=round(elapsed, 1))
+            if self._observe_build is not None:
+                self._observe_build(elapsed, outcome)
 
     async def _remove_build_containers(self, client: docker.DockerClient, ids: Collection[str]) -> int:
         """Force-remove build-step containers a failed build left behind. Returns how many went."""
@@ -430,6 +490,9 @@ class DockerSandbox:
             "decode": True,
         }
 
+        progress = Throttle(every_n=1_000_000, every_s=_BUILD_PROGRESS_S)
+        started = time.monotonic()
+
         def run() -> str | None:
             stream = client.api.build(**kwargs)
             image_id: str | None = None
@@ -437,6 +500,14 @@ class DockerSandbox:
                 for chunk in stream:
                     if "stream" in chunk:
                         log.extend(line for line in str(chunk["stream"]).splitlines() if line.strip())
+                        step = _BUILD_STEP_RE.match(str(chunk["stream"]))
+                        # Only the step numbers: the instruction text is the miner's.
+                        if step and (progress.due() or step.group(1) in ("1", step.group(2))):
+                            _slog.info(
+                                "image build progress",
+                                step=f"{step.group(1)}/{step.group(2)}",
+                                elapsed_s=round(time.monotonic() - started),
+                            )
                         steps.update(_BUILD_CONTAINER_RE.findall(str(chunk["stream"])))
                         match = re.search(r"Successfully built ([0-9a-f]{12,64})", str(chunk["stream"]))
                         if match:
@@ -526,11 +597,13 @@ class DockerSandbox:
         network: str,
         labels: dict[str, str],
         volumes: Collection[str] = (),
+        device_ids: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Arguments of ``containers.create`` for one isolated miner container.
 
         ``volumes`` are the image's VOLUME paths: each gets a size-capped tmpfs, which docker mounts in
         place of the writable anonymous volume it would otherwise create on the host's disk.
+        ``device_ids`` None means the configured ``gpu_device_ids``.
         """
         config = self._config
         scratch = "rw,nosuid,nodev,size={size},mode=1777"
@@ -570,10 +643,9 @@ class DockerSandbox:
                 type=docker.types.LogConfig.types.JSON, config={"max-size": "10m", "max-file": "2"}
             ),
         }
-        if config.gpu_device_ids:
-            kwargs["device_requests"] = [
-                docker.types.DeviceRequest(device_ids=list(config.gpu_device_ids), capabilities=[["gpu"]])
-            ]
+        gpus = device_requests(config.gpu_device_ids if device_ids is None else device_ids)
+        if gpus:
+            kwargs["device_requests"] = gpus
         return kwargs
 
     async def _logs_tail(self, container: Any) -> str:
@@ -650,9 +722,12 @@ class DockerSandbox:
         except _TRANSPORT_ERRORS as exc:
             raise InfrastructureError(f"docker: starting the container of {where} failed: {exc}") from exc
 
-    async def start(self, submission: Submission, repo_dir: Path) -> RunningModel:
+    async def start(
+        self, submission: Submission, repo_dir: Path, *, device_ids: Sequence[str] | None = None
+    ) -> RunningModel:
         """Build ``repo_dir`` and run it isolated until ``/api/v1/health`` reports the model loaded.
 
+        ``device_ids`` replaces the configured GPUs for this run (a worker's GPU slot, see ``for_slot``).
         Raises ``BuildFailed`` / ``StartFailed`` for the miner's faults and ``InfrastructureError`` when the
         daemon fails. Whatever was created is removed again on any failure or cancellation.
         """
@@ -660,7 +735,7 @@ class DockerSandbox:
         where = f"uid {submission.uid} ({submission.repo_id}@{submission.short_revision})"
         image_id = await self._image_for(client, submission, Path(repo_dir))
         try:
-            return await self._run(client, submission, image_id, where)
+            return await self._run(client, submission, image_id, where, device_ids)
         finally:
             # From here on a container (or nothing) uses the image; prune's 409 protects it.
             self._pinned[image_id] -= 1
@@ -668,7 +743,12 @@ class DockerSandbox:
                 del self._pinned[image_id]
 
     async def _run(
-        self, client: docker.DockerClient, submission: Submission, image_id: str, where: str
+        self,
+        client: docker.DockerClient,
+        submission: Submission,
+        image_id: str,
+        where: str,
+        device_ids: Sequence[str] | None = None,
     ) -> RunningModel:
         """Run an already built image isolated until it is ready (see ``start``)."""
         config = self._config
@@ -697,7 +777,7 @@ class DockerSandbox:
             try:
                 container = await self._blocking(
                     client.containers.create,
-                    **self._container_kwargs(image_id, name, network_name, labels, volumes),
+                    **self._container_kwargs(image_id, name, network_name, labels, volumes, device_ids),
                     what="create the miner container",
                 )
             except docker.errors.NotFound as exc:
@@ -821,6 +901,14 @@ class DockerSandbox:
                 raise
         return removed
 
+    def for_slot(self, device_ids: Sequence[str]) -> SlotSandbox:
+        """A view of this sandbox whose containers get exactly ``device_ids`` (one worker's GPU slot).
+
+        Views share this sandbox's connection, build locks and image cache bookkeeping, so one worker's
+        image pruning never removes an image another worker is about to run.
+        """
+        return SlotSandbox(self, tuple(device_ids))
+
     async def close(self) -> None:
         """Close the connection to the daemon. The sandbox reconnects if used again."""
         async with self._client_lock:
@@ -828,3 +916,29 @@ class DockerSandbox:
         if client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.to_thread(client.close), 10)
+
+
+class SlotSandbox:
+    """A :class:`DockerSandbox` whose containers run on one GPU slot (see ``DockerSandbox.for_slot``).
+
+    Implements the sandbox port; ``close`` is a no-op because the shared sandbox belongs to its owner.
+    """
+
+    def __init__(self, inner: DockerSandbox, device_ids: tuple[str, ...]) -> None:
+        self._inner = inner
+        self.device_ids = device_ids
+
+    async def start(self, submission: Submission, repo_dir: Path) -> RunningModel:
+        """Build and run as the shared sandbox does, with this slot's GPUs."""
+        return await self._inner.start(submission, repo_dir, device_ids=self.device_ids)
+
+    async def stop(self, model: RunningModel) -> None:
+        """Stop and remove the model's container and network."""
+        await self._inner.stop(model)
+
+    async def cleanup(self) -> int:
+        """Remove this validator's leftovers (shared with every slot)."""
+        return await self._inner.cleanup()
+
+    async def close(self) -> None:
+        """Nothing: the shared sandbox is closed by whoever made it."""
