@@ -69,6 +69,7 @@ async def test_round_on_the_bittensor_backend(tmp_path: Path, voicebench_dir: Pa
             hub_endpoint=hub_url,
             voicebench_dir=voicebench_dir,
             version_key=100,
+            subsets=["openbookqa"],
             log_format="json",
         )
         benchmark = {"openbookqa": load_subset(voicebench_dir, "openbookqa")}

@@ -438,3 +438,11 @@ async def test_real_vllm_server(tmp_path: Path) -> None:
     finally:
         await server.close()
     assert not server.running
+
+
+async def test_missing_vllm_says_where_vllm_comes_from(tmp_path: Path) -> None:
+    spec = vllm_spec(model="m", port=pick_free_port(), vllm_executable=str(tmp_path / "bin" / "vllm"))
+    server = JudgeServer(spec, tmp_path / "j.log")
+    with pytest.raises(JudgeServerError, match=r"not found.*judge-gpu.*run-vllm\.sh"):
+        await server.start()
+    await server.close()

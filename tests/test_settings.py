@@ -13,7 +13,12 @@ from validator.settings import Settings, load_settings
 
 def test_defaults_are_valid() -> None:
     settings = load_settings([])
-    assert settings.netuid == 1 and settings.subsets == ["mmsu", "openbookqa", "bbh", "ifeval", "advbench"]
+    # Every leaderboard column, in the leaderboard's order, sd-qa on its usa split.
+    assert settings.netuid == 1 and settings.subsets == [
+        "alpacaeval_full", "commoneval", "wildvoice", "sd-qa",
+        "mmsu", "openbookqa", "bbh", "ifeval", "advbench",
+    ]  # fmt: skip
+    assert not settings.sd_qa_all_regions
     assert settings.database_path == Path("var/validator.db")
 
 

@@ -154,9 +154,9 @@ class Settings(BaseSettings):
         description="Local VoiceBench data in the hub's parquet layout; default voicebench/ in data-dir.",
     )
     subsets: list[str] = Field(
-        default_factory=lambda: ["mmsu", "openbookqa", "bbh", "ifeval", "advbench"],
-        description="VoiceBench subsets evaluated (JSON list). The judge-scored ones (alpacaeval_full, "
-        "commoneval, wildvoice, sd-qa) need the LLM judge.",
+        default_factory=lambda: list(SUBSETS),
+        description="VoiceBench subsets evaluated (JSON list); default all nine leaderboard columns. The "
+        "judge-scored ones (alpacaeval_full, commoneval, wildvoice, sd-qa) start the LLM judge.",
     )
     sd_qa_all_regions: bool = Field(
         False, description="Evaluate sd-qa on all 11 regions instead of the leaderboard's usa split."

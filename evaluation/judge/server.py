@@ -447,6 +447,14 @@ class JudgeServer:
                 env=env,
                 start_new_session=True,  # own process group: stop() signals the server and its workers
             )
+        except FileNotFoundError as exc:
+            hint = (
+                " (vLLM lives in its own environment: install 'voice-validator[judge-gpu]' there and put its "
+                "bin/ on PATH, or run docker/judge/run-vllm.sh and use --judge url --judge-url ...)"
+                if Path(self.spec.argv[0]).name == "vllm"
+                else ""
+            )
+            raise JudgeServerError(f"cannot run judge server {self.spec.argv[0]!r}: not found{hint}") from exc
         except OSError as exc:
             raise JudgeServerError(f"cannot run judge server {self.spec.argv[0]!r}: {exc}") from exc
         self._pump = asyncio.create_task(self._pump_output(self._proc, self._log))
