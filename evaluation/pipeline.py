@@ -122,9 +122,18 @@ class Pipeline:
         return self._rounds[seed]
 
     async def evaluate(
-        self, submission: Submission, sink: ResultSink | None = None, *, seed: int | None = None
+        self,
+        submission: Submission,
+        sink: ResultSink | None = None,
+        *,
+        seed: int | None = None,
+        done: Mapping[tuple[str, str], SampleResult] | None = None,
     ) -> EvaluationResult:
         """Evaluate one submission on the round ``seed`` (default: the configured seed).
+
+        ``done`` holds results already obtained for some of the round's items, keyed by (subset,
+        item_id), when an interrupted evaluation is resumed: those items are not sent again (nor given
+        to ``sink``), and the score covers them and the new ones, each once.
 
         Miner faults give a zero-score result with ``error`` set; ``InfrastructureError`` (our side)
         propagates so the caller can retry later.
@@ -147,13 +156,19 @@ class Pipeline:
                 check_repo, repo_dir, submission.hotkey if self._config.check_hotkey else None
             )
             bound.info("repo fetched and checked")
-            model = await self._sandbox.start(submission, repo_dir)
-            bound.info("miner ready", url=model.base_url)
-            try:
-                items = await asyncio.to_thread(self.round_items, seed)
-                subsets = await self._query_all(model, items, sink)
-            finally:
-                await self._sandbox.stop(model)
+            items = await asyncio.to_thread(self.round_items, seed)
+            finished = dict(done or {})
+            planned = [i for pool in items.values() for i in pool]
+            results = [finished[k] for k in ((i.subset, i.item_id) for i in planned) if k in finished]
+            todo = [i for i in planned if (i.subset, i.item_id) not in finished]
+            if todo:  # a resume with every answer in hand still fetched the repo for its fingerprints
+                model = await self._sandbox.start(submission, repo_dir)
+                bound.info("miner ready", url=model.base_url, samples=len(todo), already_done=len(results))
+                try:
+                    results += await self._query_all(model, todo, sink)
+                finally:
+                    await self._sandbox.stop(model)
+            subsets = [_aggregate(subset, [r for r in results if r.subset == subset]) for subset in items]
         except SubmissionRejected as exc:
             bound.warning("submission rejected", reason=str(exc), kind=type(exc).__name__)
             return EvaluationResult(
@@ -179,8 +194,8 @@ class Pipeline:
         )
 
     async def _query_all(
-        self, model: RunningModel, items: Mapping[str, list[Item]], sink: ResultSink | None
-    ) -> list[SubsetScore]:
+        self, model: RunningModel, items: Sequence[Item], sink: ResultSink | None
+    ) -> list[SampleResult]:
         gate = asyncio.Semaphore(self._config.concurrency)
         # A miner that answers each request just inside its timeout must not hold a GPU slot for hours.
         deadline = time.monotonic() + self._config.evaluation_budget_s
@@ -200,8 +215,16 @@ class Pipeline:
                     await sink.sample(result)
                 return result
 
-            results = await asyncio.gather(*(one(i) for pool in items.values() for i in pool))
-        return [_aggregate(subset, [r for r in results if r.subset == subset]) for subset in items]
+            tasks = [asyncio.ensure_future(one(i)) for i in items]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException:
+                # One failure on our side (judge outage, store error) ends the evaluation: the other
+                # requests must not go on saving samples behind the caller's back.
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
 
 
 def _perturbed(item: Item, seed: int) -> Item:

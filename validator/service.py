@@ -169,9 +169,18 @@ class ValidatorService:
         ):
             log.info("evaluation started", attempt=claim.attempt, samples=self._pipeline.sample_count)
             try:
-                seed = await self.round_seed()
+                # A resumed evaluation keeps the seed it began with: same items, whatever the round now.
+                seed = claim.round_seed if claim.round_seed is not None else await self.round_seed()
+            except ChainUnavailable as exc:
+                # Nothing was tried: a chain outage must not use up the miner's attempts.
+                log.warning("evaluation postponed: the round seed needs the chain", error=str(exc))
+                not_before = time.time() + self._config.sync_interval_s
+                await asyncio.to_thread(self._store.release, claim, not_before)
+                return True
+            try:
+                done = await self._plan(claim, seed)
                 sink = _StoreSink(self._store, claim.evaluation_id)
-                result = await self._pipeline.evaluate(sub, sink, seed=seed)
+                result = await self._pipeline.evaluate(sub, sink, seed=seed, done=done)
             except asyncio.CancelledError:
                 # Shutting down: leave it 'running'; the next start puts it back in the queue.
                 raise
@@ -180,6 +189,17 @@ class ValidatorService:
                 return True
             await asyncio.to_thread(self._store.finish_evaluation, claim, result)
         return True
+
+    async def _plan(self, claim: QueuedEvaluation, seed: int) -> dict[tuple[str, str], SampleResult]:
+        """Store the evaluation's seed and items before any request; return the samples already answered
+        by an earlier, interrupted run of it (which are not asked again)."""
+        items = await asyncio.to_thread(self._pipeline.round_items, seed)
+        keys = [(subset, item.item_id) for subset, pool in items.items() for item in pool]
+        done = await asyncio.to_thread(self._store.plan_evaluation, claim.evaluation_id, seed, keys)
+        if claim.round_seed is not None:
+            left = len(keys) - len(done)
+            log.info("evaluation resumed", seed=seed, samples_done=len(done), samples_left=left)
+        return done
 
     async def round_seed(self) -> int:
         """The seed of the current evaluation round: from the hash of the round's first block.
