@@ -605,14 +605,15 @@ class Store:
             ).fetchall()
         return [
             MinerRow(
-                uid=int(r["uid"]),
+                # The status table shows a malformed row (as -1) rather than failing as a whole.
+                uid=_int_or(r["uid"], -1),
                 hotkey=r["hotkey"],
                 repo_id=r["repo_id"],
                 revision=r["revision"],
                 status=r["status"],
-                score=None if r["score"] is None else float(r["score"]),
+                score=None if r["score"] is None else _float_or_none(r["score"]),
                 error=r["last_error"],
-                commit_block=int(r["commit_block"]),
+                commit_block=_int_or(r["commit_block"], -1),
             )
             for r in rows
         ]
@@ -666,6 +667,20 @@ def _sample(row: sqlite3.Row) -> SampleResult:
         error=row["error"],
         latency_s=float(row["latency_s"]),
     )
+
+
+def _int_or(value: object, default: int) -> int:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return default
+
+
+def _float_or_none(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def _item_keys(raw: str | None) -> set[ItemKey] | None:
