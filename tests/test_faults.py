@@ -178,7 +178,9 @@ async def test_kill9_mid_evaluation_resumes_without_losing_or_repeating_samples(
             LocalDirSource(tmp_path), ExternalSandbox(url), benchmark, pipeline_config(w.settings), tmp_path
         )
         digest = {
-            (s, i.item_id): audio_digest(i.audio) for s, pool in pipeline.round_items(seed).items() for i in pool
+            (s, i.item_id): audio_digest(i.audio)
+            for s, pool in pipeline.round_items(seed).items()
+            for i in pool
         }
         assert set(asked) == set(digest.values())  # the same items, nothing else
         for subset, item_id, _, _ in before:
@@ -188,3 +190,184 @@ async def test_kill9_mid_evaluation_resumes_without_losing_or_repeating_samples(
         assert asked_before_kill <= len(before) + 2
 
         assert ev[4] == pytest.approx(expected, abs=1e-9)
+
+
+# --- a malformed row -----------------------------------------------------------------------------
+
+
+async def test_malformed_row_is_logged_and_the_daemon_scores_the_others(
+    tmp_path: Path, voicebench_dir: Path
+) -> None:
+    async with world(tmp_path, voicebench_dir, **FAST) as w:
+        for hotkey in (ALICE, BOB, CAROL):  # distinct model files: not copies of each other
+            w.miner(hotkey, f"{hotkey.lower()}/voice", "A", name=hotkey)
+        db = w.settings.database_path
+        # The queue as a previous run left it, then garbage written straight into Bob's row.
+        neurons = await w.chain.neurons(NETUID)
+        subs, _ = submissions_from_chain(neurons, await w.chain.commitments(NETUID))
+        store = Store.open(db)
+        for sub in subs:
+            store.record_submission(sub)
+        store.close()
+        conn = sqlite3.connect(db)
+        conn.execute("UPDATE submissions SET commit_block = 'garbage' WHERE hotkey = ?", (BOB,))
+        conn.commit()
+        conn.close()
+
+        with processes() as procs:
+            miner, url = await start_miner(tmp_path, "miner")
+            procs.append(miner)
+            daemon = Proc(["daemon"], tmp_path / "daemon.log", daemon_env(w, url))
+            procs.append(daemon)
+            weights = await wait_until(
+                lambda: len(w.weights()) == 2 and w.weights(), 60, "weights for Alice and Carol"
+            )
+            assert daemon.alive(), daemon.log()[-3000:]
+            assert daemon.stop() == 0
+        assert set(weights) == {w.uids[ALICE], w.uids[CAROL]}
+        assert submission_status(db, BOB) == "failed"
+        (error,) = query(db, "SELECT last_error FROM submissions WHERE hotkey = ?", (BOB,))[0]
+        assert "malformed submissions row" in error and "garbage" in error
+        lines = [json.loads(x) for x in daemon.log().splitlines() if x.startswith("{")]
+        logged = [x for x in lines if x.get("event", "").startswith("malformed row in the store")]
+        assert logged and logged[0]["level"] == "error" and "garbage" in logged[0]["error"]
+        assert not [x for x in lines if x.get("event") == "task failed; restarting"]
+
+
+# --- chain unreachable for a while ---------------------------------------------------------------
+
+
+class FlakyChain:
+    """The real local chain behind a switch: while ``down``, every call fails as a dropped socket does."""
+
+    def __init__(self, chain: LocalChain) -> None:
+        self._chain = chain
+        self.down = False
+        self.failed_calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._chain, name)
+        if name == "close":
+            return target
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                self.failed_calls += 1
+                raise ConnectionResetError(f"{name}: connection reset by peer (injected)")
+            return await target(*args, **kwargs)
+
+        return call
+
+
+async def test_chain_outage_reads_retried_weights_kept_then_set_when_back(
+    tmp_path: Path, voicebench_dir: Path
+) -> None:
+    from tests.fakes import InProcessSandbox
+
+    async with world(tmp_path, voicebench_dir, **FAST) as w:
+        w.miner(ALICE, "alice/voice", "A")
+        w.miner(BOB, "bob/voice", "B")
+        flaky = FlakyChain(LocalChain(w.settings.local_chain_file, w.settings.validator_hotkey))
+        chain = ChainFacade(flaky, timeout_s=5, retries=2, backoff_s=0.05)  # type: ignore[arg-type]
+        db = w.settings.database_path
+        async with open_app(w.settings, chain=chain, sandbox=InProcessSandbox()) as app:
+            stop = asyncio.Event()
+            daemon = asyncio.create_task(app.service.run(stop))
+            try:
+                await wait_until(lambda: w.weights(), 60, "the first weights")
+                flaky.down = True
+                # Meanwhile Alice commits a revision that answers B: it cannot even be seen yet.
+                w.miner(ALICE, "alice/voice", "B", name="alice-v2")
+                await wait_until(lambda: flaky.failed_calls >= 3, 30, "the outage to be noticed")
+                # Taken once the outage is established, so no weight set begun before it is in flight.
+                before = w.weights()
+                sets_before = query(db, "SELECT COUNT(*) FROM weight_sets")[0][0]
+                block_before = w.chain.weights(NETUID, w.settings.validator_hotkey)[1]
+                # Every loop has failed through its retries at least once (3 tries per read).
+                await wait_until(lambda: flaky.failed_calls >= 12, 30, "reads failing through retries")
+                assert w.weights() == before  # nothing written, nothing zeroed
+                assert w.chain.weights(NETUID, w.settings.validator_hotkey)[1] == block_before
+                assert query(db, "SELECT COUNT(*) FROM weight_sets")[0][0] == sets_before
+                assert not daemon.done()
+
+                flaky.down = False
+                await wait_until(
+                    lambda: (
+                        submission_status(db, ALICE) == "evaluated"
+                        and len(query(db, "SELECT id FROM submissions WHERE hotkey = ?", (ALICE,))) == 2
+                    ),
+                    60,
+                    "Alice's new revision evaluated",
+                )
+                await wait_until(
+                    lambda: w.chain.weights(NETUID, w.settings.validator_hotkey)[1] > block_before,
+                    30,
+                    "weights set again",
+                )
+            finally:
+                stop.set()
+                await daemon
+        attempts = query(db, "SELECT attempts FROM submissions WHERE hotkey = ? ORDER BY id DESC", (ALICE,))
+        assert attempts[0][0] == 1  # the outage cost Alice's new revision no attempt
+
+
+# --- disk full -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (needs root); skips the test when it cannot mount."""
+    where.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        pytest.skip(f"needs to mount a small tmpfs (root): {exc}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, timeout=30)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of ``disk`` with one file; returns it."""
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_disk_full_gives_a_clear_error_and_leaves_the_store_intact(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        db = disk / "validator.db"
+        store = Store.open(db)
+        store.record_submission(Submission(uid=1, hotkey="hk", repo_id="ns/m", revision="a" * 40, block=1))
+        claim = store.claim_next()
+        assert claim is not None
+        store.save_sample(claim.evaluation_id, SampleResult("openbookqa", "kept", 1.0, "A"))
+        filler = fill(disk)
+
+        with pytest.raises(StoreError, match="disk is full") as caught:
+            for n in range(1000):  # a few pages of samples are enough to need a new one
+                store.save_sample(claim.evaluation_id, SampleResult("openbookqa", f"q{n}", 1.0, "x" * 4000))
+        assert str(db) in str(caught.value)
+        filler.unlink()  # the operator frees space
+        store.save_sample(claim.evaluation_id, SampleResult("openbookqa", "after", 1.0, "A"))
+        store.close()
+
+        reopened = Store.open(db)  # runs the integrity check
+        kept = {r.item_id for r in reopened.sample_results(claim.evaluation_id)}
+        assert {"kept", "after"} <= kept
+        # Whatever was written before the failure is whole: each sample row reads back.
+        assert all(r.score == 1.0 for r in reopened.sample_results(claim.evaluation_id))
+        reopened.close()
+        assert shutil.disk_usage(disk).free > 0
