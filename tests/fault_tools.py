@@ -151,8 +151,10 @@ async def start_miner(tmp: Path, name: str, *, answer: str = "A", delay_s: float
     """Start a ``miner`` process; returns it and its URL once it listens."""
     port_file = tmp / f"{name}.port"
     proc = Proc(
-        ["miner", "--answer", answer, "--delay", str(delay_s), "--log", str(tmp / f"{name}.requests")]
-        + ["--port-file", str(port_file)],
+        [
+            *("miner", "--answer", answer, "--delay", str(delay_s)),
+            *("--log", str(tmp / f"{name}.requests"), "--port-file", str(port_file)),
+        ],
         tmp / f"{name}.log",
     )
     await wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 30, f"miner {name}")
@@ -181,7 +183,8 @@ def settings_env(values: dict[str, Any]) -> dict[str, str]:
 
 async def serve_miner(answer: str, delay_s: float, log_path: Path, port_file: Path) -> None:
     """The ``miner`` role: runs until killed."""
-    log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - open for the process's lifetime
+    # Opened before the server starts, for the process's lifetime: nothing else runs on this loop yet.
+    log = open(log_path, "a", encoding="utf-8")  # noqa: ASYNC230
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response(
@@ -241,7 +244,7 @@ async def serve_proxy(listen: Path, target: Path) -> None:
         await asyncio.gather(pipe(client_r, upstream_w), pipe(upstream_r, client_w))
 
     with contextlib.suppress(FileNotFoundError):
-        listen.unlink()
+        listen.unlink()  # noqa: ASYNC240 - before serving; nothing else runs on this loop yet
     server = await asyncio.start_unix_server(handle, path=str(listen))
     async with server:
         print(f"proxy listening on {listen}", flush=True)

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import json
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
