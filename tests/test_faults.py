@@ -370,3 +370,77 @@ def test_disk_full_gives_a_clear_error_and_leaves_the_store_intact(tmp_path: Pat
         assert all(r.score == 1.0 for r in reopened.sample_results(claim.evaluation_id))
         reopened.close()
         assert shutil.disk_usage(disk).free > 0
+
+
+# --- judge server stopped and started again ------------------------------------------------------
+
+
+async def test_judge_outage_mid_evaluation_is_retried_and_resumed_never_scored(
+    tmp_path: Path, voicebench_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from evaluation.judge.client import JudgeClient
+    from evaluation.judge.server import pick_free_port
+
+    # The real client gives up after ~15 s of retries; a short leash keeps the test fast.
+    monkeypatch.setattr(
+        "validator.app.JudgeClient", functools.partial(JudgeClient, retries=1, backoff_s=0.1, max_wait_s=2)
+    )
+    port = pick_free_port()
+    settings = {
+        **FAST,
+        "subsets": ["commoneval", "openbookqa"],  # 5 judged items, 12 deterministic ones
+        "judge": "url",
+        "judge_url": f"http://127.0.0.1:{port}",
+        "max_attempts": 50,
+        "retry_backoff_s": 0.2,
+    }
+    async with world(tmp_path, voicebench_dir, **settings) as w:
+        w.miner(ALICE, "alice/voice", "A")
+        db = w.settings.database_path
+        with processes() as procs:
+            judge = Proc(["judge", "--port", str(port), "--score", "4"], tmp_path / "judge-1.log")
+            procs.append(judge)
+            await wait_until(lambda: "listening" in judge.log(), 30, "the judge")
+            miner, url = await start_miner(tmp_path, "miner", delay_s=0.2)
+            procs.append(miner)
+            async with open_app(w.settings, sandbox=ExternalSandbox(url)) as app:
+                stop = asyncio.Event()
+                daemon = asyncio.create_task(app.service.run(stop))
+                try:
+
+                    def stored() -> list[tuple[str, str, float, str | None]]:
+                        ev = evaluations_of(db, ALICE)
+                        return samples_of(db, ev[0][0]) if ev else []
+
+                    await wait_until(lambda: len(stored()) >= 3, 60, "the first samples")
+                    judge.kill9()
+                    await wait_until(
+                        lambda: any("JudgeUnavailable" in (e[5] or "") for e in evaluations_of(db, ALICE)),
+                        60,
+                        "the evaluation to fail on our side",
+                    )
+                    before = stored()
+                    # Nobody was scored on the outage: the evaluation is open, the miner not evaluated.
+                    assert [e[3] for e in evaluations_of(db, ALICE)] == [None]
+                    assert submission_status(db, ALICE) in ("queued", "running")
+                    assert not w.weights()
+
+                    judge = Proc(["judge", "--port", str(port), "--score", "4"], tmp_path / "judge-2.log")
+                    procs.append(judge)
+                    await wait_until(lambda: submission_status(db, ALICE) == "evaluated", 60, "the retry")
+                finally:
+                    stop.set()
+                    await daemon
+        (ev,) = evaluations_of(db, ALICE)
+        after = stored()
+        assert ev[3] is not None and ev[5] is None
+        assert len(after) == 17 and all(error is None for *_, error in after)
+        assert set(before) <= set(after)  # answered before the outage: kept as they were
+        subsets = dict(query(db, "SELECT subset, score FROM subset_scores WHERE evaluation_id = ?", (ev[0],)))
+        # As uninterrupted: the judge's 4/5 on every open answer, 5 of 12 A answers right.
+        assert subsets == {"commoneval": pytest.approx(80.0), "openbookqa": pytest.approx(500 / 12)}
+        assert ev[4] == pytest.approx((80.0 + 500 / 12) / 2)
+        (attempts,) = query(db, "SELECT attempts FROM submissions WHERE hotkey = ?", (ALICE,))[0]
+        assert attempts >= 2
