@@ -444,3 +444,94 @@ async def test_judge_outage_mid_evaluation_is_retried_and_resumed_never_scored(
         assert ev[4] == pytest.approx((80.0 + 500 / 12) / 2)
         (attempts,) = query(db, "SELECT attempts FROM submissions WHERE hotkey = ?", (ALICE,))[0]
         assert attempts >= 2
+
+
+# --- Docker daemon lost mid-evaluation -----------------------------------------------------------
+
+
+@pytest.mark.docker
+async def test_docker_daemon_lost_mid_evaluation_fails_cleanly_and_is_retried(
+    tmp_path: Path, voicebench_dir: Path, sandbox_config: Any
+) -> None:
+    """What a dockerd restart does, without restarting the dockerd the team shares: the validator talks
+    to dockerd through a proxy process that the test stops (the API is gone), and the test kills the
+    miner's container through the real socket (a restart without live-restore kills every container).
+    A real restart would add: containers of other validators dying too, and the daemon's own recovery
+    (stale networks, the image cache on disk); those are left to a manual check (README)."""
+    import docker
+
+    target = Path(sandbox_config.docker_host.removeprefix("unix://"))
+    sock = tmp_path / "d.sock"
+    repo_src = tmp_path / "slow-miner"
+    settings = {
+        **FAST,
+        "subsets": ["openbookqa"],
+        "docker_host": f"unix://{sock}",
+        "validator_id": sandbox_config.validator_id,
+        "build_network": "none",
+        "build_args": dict(sandbox_config.build_args),
+        "sandbox_memory": "512m",
+        "sandbox_cpus": 1.0,
+        "start_timeout_s": 60.0,
+        "max_attempts": 50,
+        "retry_backoff_s": 0.5,
+    }
+    async with world(tmp_path, voicebench_dir, **settings) as w:
+        from evaluation.localhub import publish
+        from validator.demo import default_example_dir, prepare_repo
+
+        # The example miner, slowed down so that the fault lands mid-evaluation.
+        prepare_repo(default_example_dir(), repo_src, ALICE, {"answer": "A"})
+        inference = repo_src / "inference.py"
+        inference.write_text(
+            inference.read_text()
+            .replace("import json\n", "import json\nimport time\n", 1)
+            .replace(
+                '        return f"The answer is {self.answer}."',
+                '        time.sleep(0.3)\n        return f"The answer is {self.answer}."',
+            )
+        )
+        w.register(ALICE)
+        w.commit(ALICE, "alice/voice", publish(w.hub_root, "alice/voice", repo_src))
+        db = w.settings.database_path
+        direct = docker.DockerClient(base_url=sandbox_config.docker_host, timeout=30)
+        with processes() as procs:
+            proxy = Proc(["proxy", "--listen", str(sock), "--target", str(target)], tmp_path / "proxy-1.log")
+            procs.append(proxy)
+            await wait_until(lambda: "listening" in proxy.log(), 30, "the docker proxy")
+            async with open_app(w.settings) as app:
+                stop = asyncio.Event()
+                daemon = asyncio.create_task(app.service.run(stop))
+                try:
+
+                    def stored() -> list[tuple[str, str, float, str | None]]:
+                        ev = evaluations_of(db, ALICE)
+                        return samples_of(db, ev[0][0]) if ev else []
+
+                    await wait_until(lambda: len(stored()) >= 2, 240, "the first samples (after the build)")
+                    proxy.kill9()
+                    label = f"voice-validator.id={sandbox_config.validator_id}"
+                    for container in direct.containers.list(filters={"label": label}):
+                        container.kill()
+                    await wait_until(
+                        lambda: any("docker" in (e[5] or "") for e in evaluations_of(db, ALICE)),
+                        60,
+                        "the evaluation to fail on our side",
+                    )
+                    assert [e[3] for e in evaluations_of(db, ALICE)] == [None]  # open, not scored
+                    answered_before = {(s, i) for s, i, _, err in stored() if err is None}
+
+                    proxy = Proc(
+                        ["proxy", "--listen", str(sock), "--target", str(target)], tmp_path / "proxy-2.log"
+                    )
+                    procs.append(proxy)
+                    await wait_until(lambda: submission_status(db, ALICE) == "evaluated", 120, "the retry")
+                finally:
+                    stop.set()
+                    await daemon
+        direct.close()
+        (ev,) = evaluations_of(db, ALICE)
+        after = stored()
+        assert ev[5] is None and len(after) == 12 and all(err is None for *_, err in after)
+        assert answered_before <= {(s, i) for s, i, _, _ in after}
+        assert ev[4] == pytest.approx(500 / 12)  # as uninterrupted: 5 of 12 A answers right
