@@ -130,8 +130,13 @@ class Pipeline:
         seed: int | None = None,
         progress: EvaluationProgress | None = None,
         sandbox: Sandbox | None = None,
+        done: Mapping[tuple[str, str], SampleResult] | None = None,
     ) -> EvaluationResult:
         """Evaluate one submission on the round ``seed`` (default: the configured seed).
+
+        ``done`` holds results already obtained for some of the round's items, keyed by (subset,
+        item_id), when an interrupted evaluation is resumed: those items are not sent again (nor given
+        to ``sink``), and the score covers them and the new ones, each once.
 
         Miner faults give a zero-score result with ``error`` set; ``InfrastructureError`` (our side)
         propagates so the caller can retry later. ``progress`` hears each stage and sample; ``sandbox``
@@ -158,17 +163,23 @@ class Pipeline:
                 check_repo, repo_dir, submission.hotkey if self._config.check_hotkey else None
             )
             bound.info("repo fetched and checked")
-            if progress is not None:
-                progress.stage("start")
-            model = await sandbox.start(submission, repo_dir)
-            bound.info("miner ready", url=model.base_url)
-            try:
-                items = await asyncio.to_thread(self.round_items, seed)
+            items = await asyncio.to_thread(self.round_items, seed)
+            finished = dict(done or {})
+            planned = [i for pool in items.values() for i in pool]
+            results = [finished[k] for k in ((i.subset, i.item_id) for i in planned) if k in finished]
+            todo = [i for i in planned if (i.subset, i.item_id) not in finished]
+            if todo:  # a resume with every answer in hand still fetched the repo for its fingerprints
                 if progress is not None:
-                    progress.stage("query", total=sum(len(pool) for pool in items.values()))
-                subsets = await self._query_all(model, items, sink, progress)
-            finally:
-                await sandbox.stop(model)
+                    progress.stage("start")
+                model = await sandbox.start(submission, repo_dir)
+                bound.info("miner ready", url=model.base_url, samples=len(todo), already_done=len(results))
+                try:
+                    if progress is not None:
+                        progress.stage("query", total=len(todo))
+                    results += await self._query_all(model, todo, sink, progress)
+                finally:
+                    await sandbox.stop(model)
+            subsets = [_aggregate(subset, [r for r in results if r.subset == subset]) for subset in items]
         except SubmissionRejected as exc:
             bound.warning("submission rejected", reason=str(exc), kind=type(exc).__name__)
             return EvaluationResult(
@@ -196,10 +207,10 @@ class Pipeline:
     async def _query_all(
         self,
         model: RunningModel,
-        items: Mapping[str, list[Item]],
+        items: Sequence[Item],
         sink: ResultSink | None,
         progress: EvaluationProgress | None = None,
-    ) -> list[SubsetScore]:
+    ) -> list[SampleResult]:
         gate = asyncio.Semaphore(self._config.concurrency)
         # A miner that answers each request just inside its timeout must not hold a GPU slot for hours.
         deadline = time.monotonic() + self._config.evaluation_budget_s
@@ -221,8 +232,16 @@ class Pipeline:
                     progress.sample(result)
                 return result
 
-            results = await asyncio.gather(*(one(i) for pool in items.values() for i in pool))
-        return [_aggregate(subset, [r for r in results if r.subset == subset]) for subset in items]
+            tasks = [asyncio.ensure_future(one(i)) for i in items]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException:
+                # One failure on our side (judge outage, store error) ends the evaluation: the other
+                # requests must not go on saving samples behind the caller's back.
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
 
 
 def _perturbed(item: Item, seed: int) -> Item:

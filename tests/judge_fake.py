@@ -66,8 +66,9 @@ def hang(seconds: float) -> Step:
 class FakeJudge:
     """The server. ``async with FakeJudge(...) as judge:`` then point a client at ``judge.url``."""
 
-    def __init__(self, *script: Step, default: Step | None = None) -> None:
+    def __init__(self, *script: Step, default: Step | None = None, port: int = 0) -> None:
         self.script: list[Step] = list(script)
+        self.port = port  # 0: any free port
         self.default: Step = default or reply("3")
         self.bodies: list[dict[str, Any]] = []
         self.in_flight = 0
@@ -83,9 +84,10 @@ class FakeJudge:
     async def __aenter__(self) -> FakeJudge:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)  # what `--judge url` attaches with
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
@@ -94,6 +96,9 @@ class FakeJudge:
     async def __aexit__(self, *exc: object) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"object": "list", "data": [{"id": "fake-judge", "object": "model"}]})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = json.loads(await request.read())

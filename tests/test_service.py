@@ -124,9 +124,8 @@ async def test_interrupted_evaluation_resumes_after_restart(
                 stop.set()
                 await daemon
             assert app.store.miner_rows()[0].status == "evaluated"
-            assert (
-                app.store.evaluation_count(ALICE_A, revision) == 2
-            )  # the interrupted one, then the real one
+            # The interrupted evaluation was continued, not started over.
+            assert app.store.evaluation_count(ALICE_A, revision) == 1
 
 
 async def test_supervisor_restarts_a_failing_task(monkeypatch: pytest.MonkeyPatch) -> None:

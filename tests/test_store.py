@@ -199,3 +199,116 @@ def test_damaged_database_is_refused_at_start(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="integrity check"):
         Store.open(path)
+
+
+def test_interrupted_evaluation_continues_with_its_seed_and_answered_samples(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "v.db")
+    store.record_submission(sub())
+    claim = store.claim_next()
+    assert claim is not None and claim.round_seed is None
+    plan = [("openbookqa", "q1"), ("openbookqa", "q2"), ("bbh", "b1")]
+    assert store.plan_evaluation(claim.evaluation_id, 42, plan) == {}
+    store.save_sample(claim.evaluation_id, SampleResult("openbookqa", "q1", 1.0, "A"))
+    store.save_sample(claim.evaluation_id, SampleResult("bbh", "b1", 0.0, "", "timed out"))
+    store.close()  # kill -9 here
+
+    reopened = Store.open(tmp_path / "v.db")
+    assert reopened.requeue_interrupted() == 1
+    again = reopened.claim_next()
+    assert again is not None
+    assert (again.evaluation_id, again.round_seed, again.attempt) == (claim.evaluation_id, 42, 2)
+    done = reopened.plan_evaluation(again.evaluation_id, 42, plan)
+    # Only the answered sample is reused; the failed one is asked again.
+    assert done == {("openbookqa", "q1"): SampleResult("openbookqa", "q1", 1.0, "A")}
+    assert reopened.evaluation_count("hk1", REV_A) == 1
+    reopened.close()
+
+
+def test_answered_sample_is_never_overwritten_a_failed_one_is(store: Store) -> None:
+    store.record_submission(sub())
+    claim = store.claim_next()
+    assert claim is not None
+    store.save_sample(claim.evaluation_id, SampleResult("s", "1", 1.0, "A"))
+    store.save_sample(claim.evaluation_id, SampleResult("s", "1", 0.0, "B"))
+    store.save_sample(claim.evaluation_id, SampleResult("s", "2", 0.0, "", "connection refused"))
+    store.save_sample(claim.evaluation_id, SampleResult("s", "2", 1.0, "A"))
+    assert [(r.item_id, r.response, r.error) for r in store.sample_results(claim.evaluation_id)] == [
+        ("1", "A", None),
+        ("2", "A", None),
+    ]
+
+
+def test_changed_plan_drops_samples_outside_it(store: Store) -> None:
+    store.record_submission(sub())
+    claim = store.claim_next()
+    assert claim is not None
+    store.plan_evaluation(claim.evaluation_id, 7, [("s", "1"), ("s", "2")])
+    store.save_sample(claim.evaluation_id, SampleResult("s", "1", 1.0, "A"))
+    store.save_sample(claim.evaluation_id, SampleResult("s", "2", 1.0, "A"))
+    done = store.plan_evaluation(claim.evaluation_id, 7, [("s", "2"), ("s", "3")])
+    assert set(done) == {("s", "2")}
+    assert [r.item_id for r in store.sample_results(claim.evaluation_id)] == ["2"]
+
+
+def test_retry_after_our_failure_continues_the_same_evaluation(store: Store) -> None:
+    store.record_submission(sub())
+    first = store.claim_next(now=100.0)
+    assert first is not None
+    store.plan_evaluation(first.evaluation_id, 9, [("s", "1")])
+    store.fail_evaluation(first, "JudgeUnavailable: down", retry_at=101.0)
+    retry = store.claim_next(now=102.0)
+    assert retry is not None and retry.evaluation_id == first.evaluation_id and retry.round_seed == 9
+    store.finish_evaluation(retry, EvaluationResult(retry.submission, 50.0, seed=9))
+    assert scores_of(store, Neuron(1, "hk1", 1)) == {1: (50.0,)}
+
+
+def test_chain_outage_release_counts_no_attempt(store: Store) -> None:
+    store.record_submission(sub())
+    claim = store.claim_next(now=100.0)
+    assert claim is not None
+    store.release(claim, not_before=200.0)
+    assert store.claim_next(now=150.0) is None
+    again = store.claim_next(now=250.0)
+    assert again is not None and again.attempt == 1 and again.evaluation_id == claim.evaluation_id
+
+
+def test_database_at_schema_4_with_an_open_evaluation_is_upgraded(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "v.db")
+    for script in MIGRATIONS[:4]:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(
+        "INSERT INTO submissions (hotkey, uid, repo_id, revision, competition, commit_block, status,"
+        " created_at, updated_at) VALUES ('hk1', 1, 'ns/m', ?, 'v2', 5, 'running', 0, 0)",
+        (REV_A,),
+    )
+    conn.execute("INSERT INTO evaluations (submission_id, started_at) VALUES (1, 3.0)")
+    conn.execute("INSERT INTO sample_results VALUES (1, 's', '1', 1.0, 'A', NULL, 0.1)")
+    conn.commit()
+    conn.close()
+    store = Store.open(tmp_path / "v.db")
+    assert store.schema_version == len(MIGRATIONS) == 5
+    assert store.requeue_interrupted() == 1
+    claim = store.claim_next()
+    # The old open evaluation has no recorded plan to resume: closed, and a fresh one begins.
+    assert claim is not None and claim.evaluation_id == 2 and claim.round_seed is None
+    assert store.sample_results(1)[0].response == "A"  # old results are kept for the record
+    store.close()
+
+
+def test_malformed_submission_row_is_set_aside_and_the_queue_goes_on(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "v.db")
+    store.record_submission(sub("bad", block=1))
+    store.record_submission(sub("good", block=2))
+    conn = sqlite3.connect(tmp_path / "v.db")
+    conn.execute("UPDATE submissions SET commit_block = 'garbage' WHERE hotkey = 'bad'")
+    conn.commit()
+    conn.close()
+    claim = store.claim_next()
+    assert claim is not None and claim.submission.hotkey == "good"
+    assert store.claim_next() is None  # the malformed row is reached, set aside, not returned
+    bad = next(r for r in store.miner_rows() if r.hotkey == "bad")
+    assert bad.status == "failed" and "malformed submissions row" in (bad.error or "")
+    store.close()

@@ -190,14 +190,23 @@ class ValidatorService:
             uid=sub.uid, hotkey=sub.hotkey, repo=sub.repo_id, revision=sub.short_revision, worker=worker
         ):
             log.info("evaluation started", attempt=claim.attempt, samples=self._pipeline.sample_count)
+            try:
+                # A resumed evaluation keeps the seed it began with: same items, whatever the round now.
+                seed = claim.round_seed if claim.round_seed is not None else await self.round_seed()
+            except ChainUnavailable as exc:
+                # Nothing was tried: a chain outage must not use up the miner's attempts.
+                log.warning("evaluation postponed: the round seed needs the chain", error=str(exc))
+                not_before = time.time() + self._config.sync_interval_s
+                await asyncio.to_thread(self._store.release, claim, not_before)
+                return True
             metrics.evaluations_started.inc()
             metrics.evaluations_in_progress.inc()
             try:
-                seed = await self.round_seed()
+                done = await self._plan(claim, seed)
                 sink = _StoreSink(self._store, claim.evaluation_id)
                 progress = ObservedProgress(metrics, worker)
                 result = await self._pipeline.evaluate(
-                    sub, sink, seed=seed, progress=progress, sandbox=sandbox
+                    sub, sink, seed=seed, progress=progress, sandbox=sandbox, done=done
                 )
             except asyncio.CancelledError:
                 # Shutting down: leave it 'running'; the next start puts it back in the queue.
@@ -213,6 +222,17 @@ class ValidatorService:
             metrics.evaluation_finished(outcome, time.monotonic() - started, error_kind(result.error))
             metrics.queue_length.set(await asyncio.to_thread(self._store.pending_count))
         return True
+
+    async def _plan(self, claim: QueuedEvaluation, seed: int) -> dict[tuple[str, str], SampleResult]:
+        """Store the evaluation's seed and items before any request; return the samples already answered
+        by an earlier, interrupted run of it (which are not asked again)."""
+        items = await asyncio.to_thread(self._pipeline.round_items, seed)
+        keys = [(subset, item.item_id) for subset, pool in items.items() for item in pool]
+        done = await asyncio.to_thread(self._store.plan_evaluation, claim.evaluation_id, seed, keys)
+        if claim.round_seed is not None:
+            left = len(keys) - len(done)
+            log.info("evaluation resumed", seed=seed, samples_done=len(done), samples_left=left)
+        return done
 
     async def round_seed(self) -> int:
         """The seed of the current evaluation round: from the hash of the round's first block.

@@ -7,6 +7,7 @@ shared under a lock, which keeps every multi-statement change atomic without a c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -15,6 +16,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import structlog
 
 from evaluation.types import EvaluationResult, SampleResult, Submission
 from validator.chain.port import Neuron
@@ -94,13 +97,28 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE evaluations ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
     """,
+    # Resumable evaluations: the round seed and the sampled items (JSON [[subset, item_id], ...]) are kept
+    # when an evaluation starts, and an evaluation left open by a crash is continued, not started over.
+    # sample_results' primary key (evaluation_id, subset, item_id) already keeps each item once.
+    # Evaluations left open by an older validator have no stored plan to resume: they are closed.
+    """
+    ALTER TABLE evaluations ADD COLUMN items TEXT;
+    UPDATE evaluations SET finished_at = started_at, error = 'interrupted before evaluations were resumable'
+        WHERE finished_at IS NULL;
+    CREATE INDEX evaluations_open ON evaluations (submission_id) WHERE finished_at IS NULL;
+    """,
 )
 
 SCORED_STATUSES = ("evaluated", "rejected")
 
+log = structlog.get_logger(__name__)
+
+ItemKey = tuple[str, str]
+"""(subset, item_id): one sampled benchmark item."""
+
 
 class StoreError(RuntimeError):
-    """The database file cannot be used (newer schema, corrupt file)."""
+    """The database file cannot be used (newer schema, corrupt file) or written (disk full)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +129,9 @@ class QueuedEvaluation:
     evaluation_id: int
     submission: Submission
     attempt: int
+    # Set when the claim continues an evaluation a crash or an infrastructure failure interrupted: its
+    # items are those of this seed, whatever round the chain is in now.
+    round_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -143,9 +164,10 @@ class WeightSetRow:
 class Store:
     """SQLite-backed persistence for the validator."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
         self._conn = conn
         self._lock = threading.Lock()
+        self._path = path
 
     @classmethod
     def open(cls, path: Path) -> Store:
@@ -161,7 +183,7 @@ class Store:
             problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
             if problems != ["ok"]:
                 raise StoreError(f"database {path} failed its integrity check: {'; '.join(problems[:5])}")
-            store = cls(conn)
+            store = cls(conn, path)
             store._migrate()
         except sqlite3.DatabaseError as exc:
             conn.close()
@@ -195,13 +217,36 @@ class Store:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    # SQLite may already have rolled back by itself (disk full, I/O error).
+                    if self._conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise self._write_error(exc) from exc
+
+    def _write_error(self, exc: sqlite3.OperationalError) -> Exception:
+        """A clear StoreError for a write the disk refused; other errors (bugs, locks) pass unchanged.
+
+        The transaction was rolled back, so the file holds everything committed before it: free space and
+        the validator carries on where it stopped.
+        """
+        code = getattr(exc, "sqlite_errorcode", None)
+        where = self._path or "the database"
+        if code == sqlite3.SQLITE_FULL:
+            return StoreError(
+                f"cannot write {where}: the disk is full ({exc}); nothing was half-written, free space on"
+                " that filesystem and the validator carries on"
+            )
+        if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
+            return StoreError(f"cannot write {where}: I/O error ({exc}); check the disk")
+        return exc
 
     # --- submissions ---------------------------------------------------------------------------
 
@@ -238,13 +283,12 @@ class Store:
             return int(cursor.lastrowid or 0), True
 
     def requeue_interrupted(self) -> int:
-        """Put back in the queue what a previous run was evaluating when it stopped."""
+        """Put back in the queue what a previous run was evaluating when it stopped.
+
+        Its evaluation stays open: the next claim continues it with the same items and the samples
+        already answered (see :meth:`plan_evaluation`).
+        """
         with self._transaction() as conn:
-            conn.execute(
-                "UPDATE evaluations SET finished_at = ?, error = 'interrupted by a restart'"
-                " WHERE finished_at IS NULL",
-                (time.time(),),
-            )
             cursor = conn.execute(
                 "UPDATE submissions SET status = 'queued', updated_at = ? WHERE status = 'running'",
                 (time.time(),),
@@ -252,36 +296,142 @@ class Store:
             return cursor.rowcount
 
     def claim_next(self, now: float | None = None) -> QueuedEvaluation | None:
-        """Take the oldest queued submission that is due, mark it running and open its evaluation."""
+        """Take the oldest queued submission that is due, mark it running and open its evaluation, or
+        continue the one it already has open (interrupted by a crash or a failure on our side).
+
+        A submission row that cannot be read (a value of the wrong type) is marked failed with the reason
+        and logged; the queue goes on with the next one instead of stopping on it forever.
+        """
         now = time.time() if now is None else now
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT * FROM submissions WHERE status = 'queued' AND not_before <= ?"
-                " ORDER BY commit_block, id LIMIT 1",
-                (now,),
-            ).fetchone()
-            if row is None:
-                return None
+            while True:
+                row = conn.execute(
+                    "SELECT * FROM submissions WHERE status = 'queued' AND not_before <= ?"
+                    " ORDER BY commit_block, id LIMIT 1",
+                    (now,),
+                ).fetchone()
+                if row is None:
+                    return None
+                try:
+                    submission, attempts = _submission(row), int(row["attempts"])
+                except (TypeError, ValueError) as exc:
+                    error = f"malformed submissions row {row['id']}: {exc}"
+                    log.error("malformed row in the store; submission set aside", error=error)
+                    conn.execute(
+                        "UPDATE submissions SET status = 'failed', last_error = ?, updated_at = ?"
+                        " WHERE id = ?",
+                        (error, now, row["id"]),
+                    )
+                    continue
+                break
             conn.execute(
                 "UPDATE submissions SET status = 'running', attempts = attempts + 1, updated_at = ?"
                 " WHERE id = ?",
                 (now, row["id"]),
             )
-            cursor = conn.execute(
-                "INSERT INTO evaluations (submission_id, started_at) VALUES (?, ?)", (row["id"], now)
-            )
+            open_row = conn.execute(
+                "SELECT id, round_seed FROM evaluations WHERE submission_id = ? AND finished_at IS NULL"
+                " ORDER BY id DESC LIMIT 1",
+                (row["id"],),
+            ).fetchone()
+            seed: int | None = None
+            if open_row is not None:
+                evaluation_id = int(open_row["id"])
+                if isinstance(open_row["round_seed"], int):
+                    seed = open_row["round_seed"]
+            else:
+                cursor = conn.execute(
+                    "INSERT INTO evaluations (submission_id, started_at) VALUES (?, ?)", (row["id"], now)
+                )
+                evaluation_id = int(cursor.lastrowid or 0)
             return QueuedEvaluation(
                 submission_id=int(row["id"]),
-                evaluation_id=int(cursor.lastrowid or 0),
-                submission=_submission(row),
-                attempt=int(row["attempts"]) + 1,
+                evaluation_id=evaluation_id,
+                submission=submission,
+                attempt=attempts + 1,
+                round_seed=seed,
             )
 
-    def save_sample(self, evaluation_id: int, result: SampleResult) -> None:
-        """Keep one sample's outcome as soon as it is known."""
+    def release(self, claim: QueuedEvaluation, not_before: float) -> None:
+        """Give a claim back untried (its round seed could not be read): no attempt is counted."""
         with self._transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO sample_results VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "UPDATE submissions SET status = 'queued', attempts = MAX(attempts - 1, 0), not_before = ?,"
+                " updated_at = ? WHERE id = ? AND status = 'running'",
+                (not_before, time.time(), claim.submission_id),
+            )
+
+    def plan_evaluation(
+        self, evaluation_id: int, seed: int, items: Sequence[ItemKey]
+    ) -> dict[ItemKey, SampleResult]:
+        """Record the evaluation's round seed and sampled items; return the samples already answered.
+
+        Called before any request is sent, so a crash at any later point resumes with the same items.
+        Answered samples of those items come back to be skipped; failed ones (timeout, dropped
+        connection) do not, since an interruption such as a dockerd restart is what makes requests fail,
+        and they are asked again. If the items differ from those recorded (the configuration or the
+        dataset changed), samples of items no longer in the plan are dropped so the score covers one set.
+        """
+        wanted = {(str(subset), str(item)) for subset, item in items}
+        done: dict[ItemKey, SampleResult] = {}
+        with self._transaction() as conn:
+            row = conn.execute("SELECT items FROM evaluations WHERE id = ?", (evaluation_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no evaluation {evaluation_id}")
+            previous = _item_keys(row["items"])
+            if previous is not None and previous != wanted:
+                stale = [
+                    key
+                    for key in conn.execute(
+                        "SELECT subset, item_id FROM sample_results WHERE evaluation_id = ?", (evaluation_id,)
+                    ).fetchall()
+                    if (key[0], key[1]) not in wanted
+                ]
+                conn.executemany(
+                    "DELETE FROM sample_results WHERE evaluation_id = ? AND subset = ? AND item_id = ?",
+                    [(evaluation_id, key[0], key[1]) for key in stale],
+                )
+                log.warning(
+                    "the evaluation's items changed since it began (configuration or dataset changed);"
+                    " samples of items no longer sampled are dropped",
+                    evaluation_id=evaluation_id,
+                    dropped=len(stale),
+                )
+            conn.execute(
+                "UPDATE evaluations SET round_seed = ?, items = ? WHERE id = ?",
+                (seed, json.dumps(sorted(wanted)), evaluation_id),
+            )
+            for r in conn.execute(
+                "SELECT * FROM sample_results WHERE evaluation_id = ? AND error IS NULL", (evaluation_id,)
+            ).fetchall():
+                try:
+                    result = _sample(r)
+                except (TypeError, ValueError) as exc:
+                    # Asked again rather than trusted or fatal.
+                    log.error(
+                        "malformed row in the store; the sample will be asked again",
+                        evaluation_id=evaluation_id,
+                        subset=r["subset"],
+                        item_id=r["item_id"],
+                        error=str(exc),
+                    )
+                    continue
+                if (result.subset, result.item_id) in wanted:
+                    done[(result.subset, result.item_id)] = result
+        return done
+
+    def save_sample(self, evaluation_id: int, result: SampleResult) -> None:
+        """Keep one sample's outcome as soon as it is known.
+
+        Each item is kept once per evaluation (the table's primary key); a failed sample asked again on a
+        resumed evaluation is replaced by its new outcome, an answered one is never overwritten.
+        """
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO sample_results VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (evaluation_id, subset, item_id) DO UPDATE SET score = excluded.score,"
+                " response = excluded.response, error = excluded.error, latency_s = excluded.latency_s"
+                " WHERE sample_results.error IS NOT NULL",
                 (
                     evaluation_id,
                     result.subset,
@@ -322,12 +472,16 @@ class Store:
             )
 
     def fail_evaluation(self, claim: QueuedEvaluation, error: str, retry_at: float | None) -> None:
-        """Record that our side failed; queue it again at ``retry_at``, or give up when None."""
+        """Record that our side failed; queue it again at ``retry_at``, or give up when None.
+
+        A retried evaluation stays open (with the error noted) so the retry continues it: the samples
+        answered so far are kept and not asked again.
+        """
         now = time.time()
         with self._transaction() as conn:
             conn.execute(
                 "UPDATE evaluations SET finished_at = ?, error = ? WHERE id = ?",
-                (now, error, claim.evaluation_id),
+                (None if retry_at is not None else now, error, claim.evaluation_id),
             )
             conn.execute(
                 "UPDATE submissions SET status = ?, not_before = ?, last_error = ?, updated_at = ?"
@@ -375,15 +529,25 @@ class Store:
                     " AND error IS NULL AND score IS NOT NULL ORDER BY id",
                     (row["id"],),
                 ).fetchall()
-                standings.append(
-                    Standing(
+                try:
+                    standing = Standing(
                         uid=neuron.uid,
                         hotkey=neuron.hotkey,
                         commit_block=int(row["commit_block"]),
                         scores=tuple(float(r["score"]) for r in scores),
                         fingerprints=frozenset(json.loads(row["fingerprints"])),
                     )
-                )
+                except (TypeError, ValueError) as exc:
+                    # One unreadable row must not stop every miner's weights: this one is left out.
+                    log.error(
+                        "malformed row in the store; this miner is left out of the weights",
+                        submission_id=row["id"],
+                        uid=neuron.uid,
+                        hotkey=neuron.hotkey,
+                        error=str(exc),
+                    )
+                    continue
+                standings.append(standing)
         return standings
 
     def record_weight_set(
@@ -441,14 +605,15 @@ class Store:
             ).fetchall()
         return [
             MinerRow(
-                uid=int(r["uid"]),
+                # The status table shows a malformed row (as -1) rather than failing as a whole.
+                uid=_int_or(r["uid"], -1),
                 hotkey=r["hotkey"],
                 repo_id=r["repo_id"],
                 revision=r["revision"],
                 status=r["status"],
-                score=None if r["score"] is None else float(r["score"]),
+                score=None if r["score"] is None else _float_or_none(r["score"]),
                 error=r["last_error"],
-                commit_block=int(r["commit_block"]),
+                commit_block=_int_or(r["commit_block"], -1),
             )
             for r in rows
         ]
@@ -460,17 +625,7 @@ class Store:
                 "SELECT * FROM sample_results WHERE evaluation_id = ? ORDER BY subset, item_id",
                 (evaluation_id,),
             ).fetchall()
-        return [
-            SampleResult(
-                subset=r["subset"],
-                item_id=r["item_id"],
-                score=float(r["score"]),
-                response=r["response"],
-                error=r["error"],
-                latency_s=float(r["latency_s"]),
-            )
-            for r in rows
-        ]
+        return [_sample(r) for r in rows]
 
     def last_evaluation_finished_at(self) -> float:
         """When the newest evaluation finished (0 when none has)."""
@@ -556,6 +711,45 @@ class RunningEvaluation:
     started_at: float
     samples_done: int
     samples_failed: int
+
+
+def _sample(row: sqlite3.Row) -> SampleResult:
+    """A sample row as a result; ValueError/TypeError for a value of the wrong type."""
+    score = float(row["score"])
+    if not 0.0 <= score <= 1.0:
+        raise ValueError(f"score {score!r} outside [0, 1]")
+    return SampleResult(
+        subset=str(row["subset"]),
+        item_id=str(row["item_id"]),
+        score=score,
+        response=str(row["response"]),
+        error=row["error"],
+        latency_s=float(row["latency_s"]),
+    )
+
+
+def _int_or(value: object, default: int) -> int:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return default
+
+
+def _float_or_none(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _item_keys(raw: str | None) -> set[ItemKey] | None:
+    """The recorded plan of an evaluation; None when there is none (or it cannot be read)."""
+    if raw is None:
+        return None
+    try:
+        return {(str(subset), str(item)) for subset, item in json.loads(raw)}
+    except (TypeError, ValueError):
+        return None
 
 
 def _submission(row: sqlite3.Row) -> Submission:
