@@ -253,12 +253,15 @@ async def serve_proxy(listen: Path, target: Path) -> None:
 
 def run_daemon() -> int:
     """The ``daemon`` role: ``voice-validator run`` with the sandbox swapped for the external miner."""
-    import validator.app
-    from validator.cli import main
+    import functools
+
+    import validator.cli
+    from validator.app import open_app
 
     url = os.environ[MINER_URL_ENV]
-    validator.app.DockerSandbox = lambda config: ExternalSandbox(url)  # type: ignore[assignment,misc,return-value]
-    return main(["run"])
+    # The daemon opens its app through the name validator.cli imported; hand it the external miner.
+    validator.cli.open_app = functools.partial(open_app, sandbox=ExternalSandbox(url))  # type: ignore[assignment]
+    return validator.cli.main(["run"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
