@@ -118,8 +118,9 @@ def test_length_follows_speed_and_silence(speed: float, lead: float) -> None:
     audio = _tone(seconds=1.3)
     out = apply(audio, SR, Perturbation(0.0, speed, -55.0, lead), 3)
     stretched_rate = round(SR / speed)
-    expected = math.ceil(audio.size * stretched_rate / SR) + round(lead * SR)
-    assert out.size == expected
+    # soxr rounds the resampled length, the numpy fallback takes the ceiling: one sample apart at most.
+    exact = audio.size * stretched_rate / SR
+    assert out.size - round(lead * SR) in {math.floor(exact), math.ceil(exact)}
     # And that is the intended duration, to within a sample or two.
     assert abs(out.size - (audio.size / speed + lead * SR)) <= 2
 
