@@ -79,6 +79,7 @@ MIX = ("commoneval", "sd-qa", "mmsu", "advbench")
 # Items share this many distinct clips, so the dataset's own memory is the same for every N.
 AUDIO_POOL = 8
 HOTKEY = "bench-hotkey"
+SECTIONS = ("overhead", "floor", "cold_warm", "memory")
 PROJECT_DOCKER_HOST = "unix:///var/lib/voice-validator/docker/docker.sock"
 BASE_IMAGE = "voice-validator/base:bookworm"
 # Deadlines of the outside calls: one evaluation, one child process, one docker probe.
@@ -599,18 +600,17 @@ class Row:
     verdict: str = ""  # PASS, MISS, or empty for a figure without a target
 
 
-def rows(report: Mapping[str, Any]) -> list[Row]:
-    """The table's rows from the JSON report."""
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
 
-    def verdict(ok: bool) -> str:
-        return "PASS" if ok else "MISS"
 
+def _overhead_rows(section: Mapping[str, Any]) -> list[Row]:
+    """Rows of section 1."""
     out: list[Row] = []
-    overhead = report["overhead"]
     for seconds in (10, 30):
-        o = overhead[f"{seconds}s"]
+        o = section[f"{seconds}s"]
         target = f"< {TARGET_CPU_MS_PER_10S_SAMPLE:g} ms" if seconds == 10 else ""
-        ok = verdict(o["cpu_ms_per_sample"] < TARGET_CPU_MS_PER_10S_SAMPLE) if seconds == 10 else ""
+        ok = _verdict(o["cpu_ms_per_sample"] < TARGET_CPU_MS_PER_10S_SAMPLE) if seconds == 10 else ""
         cpu = (
             f"{o['cpu_ms_per_sample']:.2f} ms "
             f"(user {o['user_ms_per_sample']:.2f}, sys {o['sys_ms_per_sample']:.2f})"
@@ -624,7 +624,13 @@ def rows(report: Mapping[str, Any]) -> list[Row]:
                 f"{o['perturb_cpu_ms_per_item']:.1f} ms",
             )
         )
-    f = report["floor"]
+    return out
+
+
+def _floor_rows(section: Mapping[str, Any]) -> list[Row]:
+    """Rows of sections 2 and 3."""
+    out: list[Row] = []
+    f = section
     out.append(
         Row(
             "2 floor",
@@ -632,7 +638,7 @@ def rows(report: Mapping[str, Any]) -> list[Row]:
             f"judge {f['judge_latency_s'] * 1000:.0f} ms x{f['judge_batch']}: wall / floor",
             f"{f['concurrent']['wall_s']:.2f} s / {f['floor_s']:.2f} s = {f['ratio_to_floor']:.3f}",
             f"<= {TARGET_FLOOR_RATIO:.2f}",
-            verdict(f["ratio_to_floor"] <= TARGET_FLOOR_RATIO),
+            _verdict(f["ratio_to_floor"] <= TARGET_FLOOR_RATIO),
         )
     )
     c1 = f["concurrency_1"]
@@ -650,7 +656,13 @@ def rows(report: Mapping[str, Any]) -> list[Row]:
             f"{f['loop']['wall_s']:.2f} s (floor {f['loop']['floor_s']:.2f} s), {f['speedup_vs_loop']:.2f}x",
         )
     )
-    cw = report["cold_warm"]
+    return out
+
+
+def _cold_warm_rows(section: Mapping[str, Any]) -> list[Row]:
+    """Rows of section 4."""
+    out: list[Row] = []
+    cw = section
     if "skipped" in cw:
         out.append(Row("4 cold/warm", "skipped", cw["skipped"]))
     else:
@@ -669,10 +681,16 @@ def rows(report: Mapping[str, Any]) -> list[Row]:
                 "re-evaluation start speed-up",
                 f"{cw['speedup']:.1f}x",
                 f">= {TARGET_WARM_SPEEDUP:g}x",
-                verdict(cw["speedup"] >= TARGET_WARM_SPEEDUP),
+                _verdict(cw["speedup"] >= TARGET_WARM_SPEEDUP),
             )
         )
-    mem = report["memory"]
+    return out
+
+
+def _memory_rows(section: Mapping[str, Any]) -> list[Row]:
+    """Rows of section 5."""
+    out: list[Row] = []
+    mem = section
     for point in mem["points"]:
         out.append(
             Row(
@@ -687,10 +705,21 @@ def rows(report: Mapping[str, Any]) -> list[Row]:
             "peak RSS growth per 1000 samples",
             f"{mem['slope_mb_per_1000']:.1f} MB",
             f"<= {TARGET_RSS_SLOPE_MB_PER_1000:g} MB (flat)",
-            verdict(mem["slope_mb_per_1000"] <= TARGET_RSS_SLOPE_MB_PER_1000),
+            _verdict(mem["slope_mb_per_1000"] <= TARGET_RSS_SLOPE_MB_PER_1000),
         )
     )
     return out
+
+
+def rows(report: Mapping[str, Any]) -> list[Row]:
+    """The table's rows from the JSON report (sections that did not run have none)."""
+    makers = {
+        "overhead": _overhead_rows,
+        "floor": _floor_rows,
+        "cold_warm": _cold_warm_rows,
+        "memory": _memory_rows,
+    }
+    return [row for name, make in makers.items() if name in report for row in make(report[name])]
 
 
 def render(table: Sequence[Row]) -> str:
@@ -700,16 +729,20 @@ def render(table: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-async def run(scale: Scale, work: Path, docker: bool) -> dict[str, Any]:
-    """Every section in turn; returns the JSON report."""
+async def run(scale: Scale, work: Path, sections: Sequence[str], docker: bool) -> dict[str, Any]:
+    """The chosen sections in turn; returns the JSON report."""
     report: dict[str, Any] = {"machine": machine(), "scale": asdict(scale)}
-    report["overhead"] = await run_overhead(scale, work / "overhead")
-    report["floor"] = await run_floor(scale, work / "floor")
-    if docker:
-        report["cold_warm"] = await run_cold_warm(scale, work / "docker")
-    else:
-        report["cold_warm"] = {"skipped": "--no-docker"}
-    report["memory"] = await run_memory(scale, work / "memory")
+    if "overhead" in sections:
+        report["overhead"] = await run_overhead(scale, work / "overhead")
+    if "floor" in sections:
+        report["floor"] = await run_floor(scale, work / "floor")
+    if "cold_warm" in sections:
+        if docker:
+            report["cold_warm"] = await run_cold_warm(scale, work / "docker")
+        else:
+            report["cold_warm"] = {"skipped": "--no-docker"}
+    if "memory" in sections:
+        report["memory"] = await run_memory(scale, work / "memory")
     table = rows(report)
     report["targets"] = [asdict(r) for r in table if r.verdict]
     report["table"] = render(table)
@@ -737,11 +770,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-docker", action="store_true", help="skip the cold/warm section")
     parser.add_argument("--out", type=Path, default=Path("var/benchmarks/harness.json"))
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+    )
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else FULL
+    sections = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; known: {list(SECTIONS)}")
     work = Path(tempfile.mkdtemp(prefix="harness-bench-"))
     try:
-        report = asyncio.run(run(scale, work, docker=not args.no_docker))
+        report = asyncio.run(run(scale, work, sections, docker=not args.no_docker))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["quick"] = args.quick
