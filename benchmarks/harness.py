@@ -703,7 +703,7 @@ def _memory_rows(section: Mapping[str, Any]) -> list[Row]:
         Row(
             "5 memory",
             "peak RSS growth per 1000 samples",
-            f"{mem['slope_mb_per_1000']:.1f} MB",
+            f"{round(mem['slope_mb_per_1000'], 1) + 0.0:.1f} MB",  # + 0.0: no "-0.0"
             f"<= {TARGET_RSS_SLOPE_MB_PER_1000:g} MB (flat)",
             _verdict(mem["slope_mb_per_1000"] <= TARGET_RSS_SLOPE_MB_PER_1000),
         )
