@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -262,7 +262,7 @@ class Measured:
 
 
 @contextlib.contextmanager
-def measure() -> Any:
+def measure() -> Iterator[Measured]:
     """Measure the block's wall time and this process's CPU time (every thread; children excluded)."""
     gc.collect()  # garbage of earlier work must not be collected (and billed) inside the block
     out = Measured()
