@@ -18,9 +18,11 @@ measured value and PASS/MISS) and writes every number to ``--out`` as JSON. Sect
    ``ceil(N / parallel) * miner latency + judge latency``.
 3. sequential: the same evaluation in the same run with concurrency 1 for miner and judge, and with a
    plain loop (ask the miner, judge the answer, next): their wall times over the concurrent one.
-4. cold/warm: the example miner through the hub source, the repo cache and the real dockerd (offline
-   build FROM the local base image): time to "miner ready" of a revision's first evaluation and of a
-   re-evaluation (repo cache hit, image reused). Skipped, saying why, when no dockerd answers.
+4. cold/warm: the example miner (constant, and the ASR + LLM variant when scripts/asr_llm_miner.sh has
+   assembled it) through the hub source, the repo cache and the real dockerd (offline build FROM the
+   local base image): time to "miner ready" of a revision's first evaluation and of a re-evaluation
+   (repo cache hit, image reused). The target is judged on the ASR + LLM miner, whose build installs
+   326 MB of wheels and models as a real miner's does. Skipped, saying why, when no dockerd answers.
 5. memory: peak RSS of a fresh process evaluating N samples of 30 s audio (instant miner and judge) for
    several N; the slope in MB per 1000 samples says whether the harness keeps anything per sample.
 
@@ -453,14 +455,14 @@ async def run_cold_warm(scale: Scale, work: Path) -> dict[str, Any]:
     from evaluation.localhub import LocalHub, publish
     from evaluation.repo_cache import CachedRepoSource
     from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
-    from validator.demo import default_example_dir, prepare_repo
+    from validator.demo import default_asr_llm_dir, default_example_dir, prepare_repo
 
     token = secrets.token_hex(4)
     config = SandboxConfig(
         docker_host=host,
         validator_id=f"bench-{token}",  # everything made here carries it, and is removed by it at the end
-        memory="512m",
-        cpus=1.0,
+        memory="2g",  # the ASR + LLM miner holds Whisper and SmolLM2
+        cpus=2.0,
         pids_limit=256,
         build_network="none",
         build_args={"BASE_IMAGE": image},
@@ -468,36 +470,48 @@ async def run_cold_warm(scale: Scale, work: Path) -> dict[str, Any]:
         start_timeout_s=120,
         tmpfs_size="64m",
     )
-    hotkey = f"bench-{token}"
-    # A fresh hotkey and name make a revision no daemon has built: the first evaluation is truly a first.
-    repo = await asyncio.to_thread(
-        prepare_repo, default_example_dir(), work / "miner", hotkey, {"answer": "B", "name": hotkey}
-    )
-    revision = await asyncio.to_thread(publish, work / "hub", "bench/miner", repo)
-    submission = Submission(uid=1, hotkey=hotkey, repo_id="bench/miner", revision=revision)
+    # The constant example installs nothing, so a cold start has little for the caches to save; the
+    # ASR + LLM example (326 MB of wheels and models, pip install in the build) is what a real miner's
+    # first start looks like. It is measured when scripts/asr_llm_miner.sh has assembled it.
+    miners = [("constant", default_example_dir(), {"answer": "B"})]
+    if (default_asr_llm_dir() / "model" / "config.json").is_file():
+        miners.append(("asr-llm", default_asr_llm_dir(), {}))
     items = make_items(scale.docker_items, 2, subsets=("mmsu",))
     docker_sandbox = DockerSandbox(config)
     sandbox = TimedSandbox(docker_sandbox)
-    out: dict[str, Any] = {"validator_id": config.validator_id, "revision": revision}
+    out: dict[str, Any] = {"validator_id": config.validator_id, "miners": {}}
     try:
         async with LocalHub(work / "hub") as hub_url:
-            hub = HubRepoSource(endpoint=hub_url, timeout_s=120)
-            source = TimedSource(CachedRepoSource(hub, work / "repo-cache", 2**30))
-            pipeline_config = PipelineConfig(perturb=False, concurrency=2)
+            hub = HubRepoSource(endpoint=hub_url, timeout_s=600)
+            source = TimedSource(CachedRepoSource(hub, work / "repo-cache", 2**31))
+            pipeline_config = PipelineConfig(perturb=False, concurrency=2, miner_timeout_s=120)
             pipeline = Pipeline(source, sandbox, items, pipeline_config, work / "repos")
-            for label in ("cold", "warm"):
-                started = time.monotonic()
-                await evaluate(pipeline, submission)
-                out[label] = {
-                    "ready_s": sandbox.ready_at - started,  # evaluate() called -> miner healthy
-                    "fetch_s": source.fetch_s,
-                    "build_and_start_s": sandbox.start_s,
-                    "evaluation_s": time.monotonic() - started,
-                }
+            for uid, (name, src, model) in enumerate(miners, start=1):
+                # A fresh hotkey and name make a revision no daemon has built: the first is truly a first.
+                hotkey = f"bench-{token}-{name}"
+                repo = await asyncio.to_thread(
+                    prepare_repo, src, work / f"miner-{name}", hotkey, {**model, "name": hotkey}
+                )
+                revision = await asyncio.to_thread(publish, work / "hub", f"bench/{name}", repo)
+                submission = Submission(uid=uid, hotkey=hotkey, repo_id=f"bench/{name}", revision=revision)
+                timings: dict[str, Any] = {"revision": revision}
+                for label in ("cold", "warm"):
+                    started = time.monotonic()
+                    await evaluate(pipeline, submission)
+                    timings[label] = {
+                        "ready_s": sandbox.ready_at - started,  # evaluate() called -> miner healthy
+                        "fetch_s": source.fetch_s,
+                        "build_and_start_s": sandbox.start_s,
+                        "evaluation_s": time.monotonic() - started,
+                    }
+                timings["speedup"] = timings["cold"]["ready_s"] / timings["warm"]["ready_s"]
+                out["miners"][name] = timings
     finally:
         # Shielded: an interrupted run must still remove its containers, networks and images.
         await asyncio.shield(_remove_docker_objects(docker_sandbox))
-    out["speedup"] = out["cold"]["ready_s"] / out["warm"]["ready_s"]
+    # The target is judged on the most realistic miner measured.
+    out["target_miner"] = miners[-1][0]
+    out["speedup"] = out["miners"][out["target_miner"]]["speedup"]
     return out
 
 
@@ -666,24 +680,26 @@ def _cold_warm_rows(section: Mapping[str, Any]) -> list[Row]:
     if "skipped" in cw:
         out.append(Row("4 cold/warm", "skipped", cw["skipped"]))
     else:
-        for label in ("cold", "warm"):
-            r = cw[label]
+        for name, timings in cw["miners"].items():
+            for label in ("cold", "warm"):
+                r = timings[label]
+                out.append(
+                    Row(
+                        "4 cold/warm",
+                        f"{name} miner, {label}: time to miner ready (fetch, build+start)",
+                        f"{r['ready_s']:.2f} s ({r['fetch_s']:.2f} s, {r['build_and_start_s']:.2f} s)",
+                    )
+                )
+            judged = name == cw["target_miner"]
             out.append(
                 Row(
                     "4 cold/warm",
-                    f"{label}: time to miner ready (fetch, build+start)",
-                    f"{r['ready_s']:.2f} s ({r['fetch_s']:.2f} s, {r['build_and_start_s']:.2f} s)",
+                    f"{name} miner: re-evaluation start speed-up",
+                    f"{timings['speedup']:.1f}x",
+                    f">= {TARGET_WARM_SPEEDUP:g}x" if judged else "",
+                    _verdict(timings["speedup"] >= TARGET_WARM_SPEEDUP) if judged else "",
                 )
             )
-        out.append(
-            Row(
-                "4 cold/warm",
-                "re-evaluation start speed-up",
-                f"{cw['speedup']:.1f}x",
-                f">= {TARGET_WARM_SPEEDUP:g}x",
-                _verdict(cw["speedup"] >= TARGET_WARM_SPEEDUP),
-            )
-        )
     return out
 
 

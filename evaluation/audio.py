@@ -22,7 +22,7 @@ try:
     # (1 ms per 10 s clip with the stdlib).
     from pybase64 import b64encode as _b64encode
 except ImportError:
-    from base64 import b64encode as _b64encode
+    from base64 import b64encode as _b64encode  # type: ignore[assignment]
 
 # Lobes of the windowed sinc on each side of the output sample. 32 keeps the passband flat to ~95% of
 # Nyquist with stopband attenuation well past 80 dB, at about 2 * 32 / cutoff taps per output sample.

@@ -9,7 +9,7 @@ VV_INSTALL_CPU_JUDGE=1 bash scripts/setup.sh
 # Static checks first: they take seconds and name the exact line.
 .venv/bin/ruff check .
 .venv/bin/ruff format --check --quiet . || { echo "test.sh: run .venv/bin/ruff format ." >&2; exit 1; }
-.venv/bin/mypy validator evaluation neurons
+.venv/bin/mypy validator evaluation neurons benchmarks
 export DOCKER_HOST="$(bash scripts/dockerd.sh | tail -n 1 | sed 's/^DOCKER_HOST=//')"
 bash scripts/base_image.sh
 # The example miner's ASR + LLM variant (wheels and models in its repo) for the demo test.
