@@ -242,7 +242,8 @@ async def test_inference_audio_over_the_cap_is_refused(miner: Miner) -> None:
     # The per-call cap replaces the client's (voice answers are larger than text ones).
     with pytest.raises(MinerResponseError, match="cap"):
         await miner.client().inference(AUDIO, 16_000, max_response_bytes=10_000)
-    assert (await miner.client(max_response_bytes=10_000).inference(AUDIO, 16_000, max_response_bytes=2**20)).text
+    small = miner.client(max_response_bytes=10_000)
+    assert (await small.inference(AUDIO, 16_000, max_response_bytes=2**20)).text
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ aggregation, the combined competition score, and the settings that configure the
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from evaluation.speech import (
     normalize_words,
     word_error_rate,
 )
+from evaluation.voicebench.scoring import subset_score
 from validator.settings import load_settings
 
 # --------------------------------------------------------------------------------------------- WER
@@ -70,8 +72,8 @@ def test_consistency_factor(wer: float | None, factor: float) -> None:
 
 def test_consistency_factor_is_monotonic_and_continuous() -> None:
     values = [consistency_factor(w / 100, 0.2) for w in range(0, 151)]
-    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
-    assert max(abs(a - b) for a, b in zip(values, values[1:], strict=False)) <= 0.0126
+    assert all(a >= b for a, b in itertools.pairwise(values))
+    assert max(abs(a - b) for a, b in itertools.pairwise(values)) <= 0.0126
 
 
 @pytest.mark.parametrize(("wer", "tolerance"), [(0.1, 1.0), (0.1, -0.1), (-0.1, 0.2), (math.nan, 0.2)])
@@ -124,9 +126,8 @@ def test_mean_mos_counts_failed_samples_as_the_minimum() -> None:
 
 
 def test_combined_score_is_the_weighted_mean_of_its_parts() -> None:
-    # The README's worked example: VoiceBench 60, MOS 3.8 -> 70, weights 0.8 / 0.2.
     spec = CompetitionSpec(task="v2v", voicebench_weight=0.8, mos_weight=0.2)
-    assert combined_score(spec, 60.0, mos_to_percent(3.8)) == pytest.approx(62.0)
+    assert combined_score(spec, 60.0, mos_to_percent(3.8)) == pytest.approx(62.0)  # MOS 3.8 is 70 %
     # Weights need not sum to 1: 4 and 1 are the same mix.
     assert combined_score(CompetitionSpec("v2v", 4, 1), 60.0, 70.0) == pytest.approx(62.0)
     assert combined_score(CompetitionSpec(), 60.0, None) == 60.0
@@ -183,3 +184,14 @@ def test_competition_scoring_from_settings() -> None:
 def test_bad_competition_scoring_is_refused(scoring: str, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         load_settings(["--competition-scoring", scoring])
+
+
+def test_the_readme_worked_example() -> None:
+    factor = consistency_factor(word_error_rate("I think it is option B.", "The answer is option A."), 0.2)
+    item_scores = [1.0 * 1.0, 1.0 * factor, 0.0, 0.0]
+    voicebench = subset_score(item_scores)
+    mos = mean_mos([4.0, 4.0, 3.2, None])
+    assert (round(factor, 2), round(voicebench, 1)) == (0.42, 35.4)
+    assert mos == pytest.approx(3.05) and round(mos_to_percent(mos), 1) == 51.2
+    spec = CompetitionSpec("v2v", voicebench_weight=0.8, mos_weight=0.2)
+    assert round(combined_score(spec, voicebench, mos_to_percent(mos)), 1) == 38.6
