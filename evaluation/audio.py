@@ -16,6 +16,14 @@ import math
 import numpy as np
 import soundfile as sf
 
+try:
+    # A SIMD base64 encoder (a dependency; the stdlib fallback keeps a bare install working): ten times
+    # the stdlib's speed, the same bytes. Base64 is the biggest CPU cost the validator pays per request
+    # (1 ms per 10 s clip with the stdlib).
+    from pybase64 import b64encode as _b64encode
+except ImportError:
+    from base64 import b64encode as _b64encode
+
 # Lobes of the windowed sinc on each side of the output sample. 32 keeps the passband flat to ~95% of
 # Nyquist with stopband attenuation well past 80 dB, at about 2 * 32 / cutoff taps per output sample.
 _SINC_ZERO_CROSSINGS = 32
@@ -38,12 +46,22 @@ def encode_npy_b64(audio: np.ndarray) -> str:
 
     Raises ValueError when ``audio`` is not one-dimensional.
     """
+    return encode_npy_b64_bytes(audio).decode("ascii")
+
+
+def encode_npy_b64_bytes(audio: np.ndarray) -> bytes:
+    """:func:`encode_npy_b64` as ASCII bytes, for a request body built without a round trip through str."""
     array = np.asarray(audio, dtype=np.float32)
     if array.ndim != 1:
         raise ValueError(f"audio must be 1-D, got shape {array.shape}")
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    array = np.ascontiguousarray(array)
+    # Exactly np.save's bytes (a version 1.0 header, then the data) with one copy of the data instead of
+    # three: this runs for every request, on megabytes.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    payload = bytearray(header.getbuffer())
+    payload += array.data.cast("B")
+    return _b64encode(payload)
 
 
 def decode_npy_b64(data: str, *, max_bytes: int, max_samples: int) -> np.ndarray:

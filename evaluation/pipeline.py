@@ -29,7 +29,7 @@ from evaluation.miner_client import MinerClient
 from evaluation.progress import EvaluationProgress
 from evaluation.sandbox.port import RunningModel, Sandbox
 from evaluation.types import EvaluationResult, SampleResult, Submission, SubsetScore
-from evaluation.voice_to_voice import VoiceToVoiceScorer
+from evaluation.voice_to_voice import Heard, VoiceToVoiceScorer
 from evaluation.voicebench.dataset import Item, sample_items
 from evaluation.voicebench.evaluators import JUDGED_EVALUATORS, SUBSET_EVALUATOR, get_evaluator
 from evaluation.voicebench.evaluators.base import Evaluator
@@ -259,15 +259,25 @@ class Pipeline:
             voice = self._voice if spec.task == "v2v" else None
 
             async def one(item: Item) -> SampleResult:
+                # The gate bounds requests in flight to the miner, nothing else: an answer is judged
+                # after its slot is given back, so the miner never idles while the judge works (the
+                # judge client bounds its own load).
                 async with gate:
                     if time.monotonic() > deadline:
-                        result = SampleResult(
+                        answered: _Answer | Heard | SampleResult = SampleResult(
                             item.subset, item.item_id, 0.0, "", "evaluation time budget spent"
                         )
                     elif voice is not None:
-                        result = await voice.query(client, item, self._evaluators[item.subset])
+                        answered = await voice.ask(client, item)
                     else:
-                        result = await _query_one(client, item, self._evaluators[item.subset])
+                        answered = await _ask(client, item)
+                if isinstance(answered, SampleResult):
+                    result = answered
+                elif isinstance(answered, Heard):
+                    assert voice is not None  # only the voice scorer hears spoken answers
+                    result = await voice.score(answered, self._evaluators[item.subset])
+                else:
+                    result = await _score(answered, self._evaluators[item.subset])
                 if sink is not None:
                     await sink.sample(result)
                 if progress is not None:
@@ -301,19 +311,34 @@ def repo_fingerprints(repo_dir: Path) -> tuple[str, ...]:
     return tuple(found)
 
 
-async def _query_one(client: MinerClient, item: Item, evaluator: Evaluator) -> SampleResult:
+@dataclass(frozen=True)
+class _Answer:
+    """A miner's answer to one item, before it is scored."""
+
+    item: Item
+    text: str
+    latency_s: float
+
+
+async def _ask(client: MinerClient, item: Item) -> _Answer | SampleResult:
+    """The miner's answer to ``item``, or the failed sample's result when the miner is at fault."""
     started = time.monotonic()
     try:
-        response = await client.v2t(item.audio, item.sample_rate)
+        text = await client.v2t(item.audio, item.sample_rate)
     except MinerResponseError as exc:
         return SampleResult(item.subset, item.item_id, 0.0, "", str(exc), time.monotonic() - started)
-    latency = time.monotonic() - started
-    # A judge outage raises JudgeUnavailable (our side): the evaluation is retried, no one is scored.
+    return _Answer(item, text, time.monotonic() - started)
+
+
+async def _score(answer: _Answer, evaluator: Evaluator) -> SampleResult:
+    """Score an answer. A judge outage raises JudgeUnavailable (our side): the evaluation is retried,
+    no one is scored."""
+    item = answer.item
     if isinstance(evaluator, AsyncEvaluator):
-        score = await evaluator.ascore(item, response)
+        score = await evaluator.ascore(item, answer.text)
     else:
-        score = evaluator.score(item, response)
-    return SampleResult(item.subset, item.item_id, score, response, None, latency)
+        score = evaluator.score(item, answer.text)
+    return SampleResult(item.subset, item.item_id, score, answer.text, None, answer.latency_s)
 
 
 def _aggregate(subset: str, results: Sequence[SampleResult]) -> SubsetScore:

@@ -22,7 +22,7 @@ from typing import TypeVar
 from evaluation.asr import SpeechRecognizer
 from evaluation.errors import InfrastructureError, MinerResponseError
 from evaluation.judge.port import AsyncEvaluator
-from evaluation.miner_client import INFERENCE_PATH, VOICE_TO_VOICE_PATHS, MinerClient
+from evaluation.miner_client import INFERENCE_PATH, VOICE_TO_VOICE_PATHS, MinerClient, SpokenAnswer
 from evaluation.speech import (
     MosPredictor,
     check_signal,
@@ -59,6 +59,15 @@ class VoiceToVoiceConfig:
         consistency_factor(None, self.wer_tolerance)  # raises for a tolerance outside [0, 1)
 
 
+@dataclass(frozen=True)
+class Heard:
+    """A spoken answer received for ``item``, not yet scored."""
+
+    item: Item
+    answer: SpokenAnswer
+    latency_s: float
+
+
 class VoiceToVoiceScorer:
     """Scores spoken answers with a speech recognizer and, optionally, a MOS predictor."""
 
@@ -88,11 +97,20 @@ class VoiceToVoiceScorer:
         }
 
     async def query(self, client: MinerClient, item: Item, evaluator: Evaluator) -> SampleResult:
-        """Send ``item`` to the miner and score its spoken answer.
+        """Send ``item`` to the miner and score its spoken answer (:meth:`ask`, then :meth:`score`).
 
         Miner faults (bad response, silent audio) give a 0-score result with ``error`` set; our own
         faults (ASR or MOS model failing or past its deadline, judge outage) raise InfrastructureError
         or the judge's error, so the evaluation is retried instead of scoring the miner.
+        """
+        asked = await self.ask(client, item)
+        return asked if isinstance(asked, SampleResult) else await self.score(asked, evaluator)
+
+    async def ask(self, client: MinerClient, item: Item) -> Heard | SampleResult:
+        """The miner's spoken answer to ``item``, or the failed sample's result when the miner is at fault.
+
+        Only this part holds the miner's request slot; :meth:`score` runs after it is given back, so the
+        miner never idles while the ASR or the judge works.
         """
         started = time.monotonic()
         config = self._config
@@ -106,7 +124,11 @@ class VoiceToVoiceScorer:
             )
         except MinerResponseError as exc:
             return SampleResult(item.subset, item.item_id, 0.0, "", str(exc), time.monotonic() - started)
-        latency = time.monotonic() - started
+        return Heard(item, answer, time.monotonic() - started)
+
+    async def score(self, heard: Heard, evaluator: Evaluator) -> SampleResult:
+        """Check, transcribe and score a spoken answer (see the module's docstring for the order)."""
+        item, answer, latency, config = heard.item, heard.answer, heard.latency_s, self._config
         signal = await asyncio.to_thread(check_signal, answer.audio, answer.sample_rate)
         if signal.silent:
             details = SpeechDetails(

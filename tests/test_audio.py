@@ -50,6 +50,15 @@ def test_decode_accepts_float64_and_big_endian_payloads() -> None:
         np.testing.assert_allclose(decoded, audio, atol=1e-7)
 
 
+def test_encode_writes_exactly_what_np_save_writes() -> None:
+    # The encoder builds the .npy bytes itself (fewer copies); miners read them with np.load.
+    base = np.sin(np.linspace(0, 50, 1001))
+    for audio in (base, base.astype(np.float32), base.astype(">f4"), base[::3], base[:0], [0.5, -0.25]):
+        expected = io.BytesIO()
+        np.save(expected, np.ascontiguousarray(np.asarray(audio, dtype=np.float32)), allow_pickle=False)
+        assert encode_npy_b64(audio) == base64.b64encode(expected.getvalue()).decode("ascii")
+
+
 def test_encode_refuses_2d() -> None:
     with pytest.raises(ValueError, match="1-D"):
         encode_npy_b64(np.zeros((2, 10), dtype=np.float32))

@@ -181,7 +181,8 @@ async def test_slot_view_sends_its_gpus_to_the_daemon(
             await sandbox.for_slot(["0"]).start(submission, repo)
         client = docker.DockerClient(base_url=docker_host, timeout=30)
         try:  # nothing left behind
-            assert not client.containers.list(all=True, filters={"name": f"vv-{sandbox_config.validator_id}"})
+            mine = f"vv-{sandbox_config.validator_id}-uid{submission.uid}-"  # other tests share the id
+            assert not client.containers.list(all=True, filters={"name": mine})
         finally:
             client.close()
     finally:

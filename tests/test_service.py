@@ -236,3 +236,43 @@ async def test_pipeline_scores_judge_columns_and_never_blames_a_miner_for_an_out
             )
             with pytest.raises(InfrastructureError):  # retried later by the service, never scored
                 await pipeline.evaluate(sub)
+
+
+async def test_the_miner_is_not_kept_waiting_while_the_judge_works(tmp_path: Path) -> None:
+    """With one request in flight to the miner, every answer reaches the judge before any verdict is
+    back: an answer is judged after the miner's slot is given back (the judge holds each request until
+    all have arrived, which never happens if judging holds the slot)."""
+    import aiohttp
+    import numpy as np
+
+    from evaluation.fetch import LocalDirSource
+    from evaluation.judge.client import JudgeClient
+    from evaluation.judge.port import JudgeInfo
+    from evaluation.pipeline import Pipeline, PipelineConfig
+    from evaluation.types import Submission
+    from evaluation.voicebench.dataset import Item
+    from tests.judge_fake import FakeJudge, reply
+    from validator.demo import default_example_dir, prepare_repo
+
+    n = 3
+    all_arrived = asyncio.Event()
+
+    async def hold_until_all_arrived(body: dict) -> object:
+        if judge.requests == n:
+            all_arrived.set()
+        await asyncio.wait_for(all_arrived.wait(), 5)
+        return await reply("4")(body)
+
+    audio = np.zeros(1600, np.float32)
+    items = {"commoneval": [Item("commoneval", f"q{i}", audio, 16_000, "Hi.", None, {}) for i in range(n)]}
+    repo = prepare_repo(default_example_dir(), tmp_path / "repo", "hk", {"answer": "A"})
+    sub = Submission(uid=1, hotkey="hk", repo_id="ns/m", revision="0" * 40)
+    config = PipelineConfig(check_hotkey=False, perturb=False, concurrency=1)
+    info = JudgeInfo("fake-judge", "r1", "open-qa-v1")
+    async with aiohttp.ClientSession() as session, FakeJudge(default=hold_until_all_arrived) as judge:
+        client = JudgeClient(judge.url, session, model="fake-judge", info=info, retries=0)
+        source, sandbox = LocalDirSource(repo), InProcessSandbox()
+        pipeline = Pipeline(source, sandbox, items, config, tmp_path / "w", judge=client)
+        result = await pipeline.evaluate(sub)
+    assert result.ok and result.score == pytest.approx(80.0)
+    assert judge.max_in_flight == n
