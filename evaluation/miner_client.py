@@ -8,8 +8,10 @@ for logs and the result store; no aiohttp exception escapes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -22,11 +24,32 @@ from evaluation.health import Health, parse_health
 HEALTH_PATH = "/api/v1/health"
 V2T_PATH = "/api/v1/v2t"
 INFERENCE_PATH = "/api/v1/inference"
+# The same endpoint under the name some miners use; the validator calls one of the two (a setting).
+V2V_PATH = "/api/v1/v2v"
+VOICE_TO_VOICE_PATHS = (INFERENCE_PATH, V2V_PATH)
+# Sample rates a spoken answer may declare: telephone speech up to studio audio.
+MIN_ANSWER_SAMPLE_RATE = 8_000
+MAX_ANSWER_SAMPLE_RATE = 48_000
 
 _READ_CHUNK = 64 * 1024
 # Reason phrases and error snippets are miner-controlled: keep what reaches the logs short.
 _MAX_REASON_CHARS = 80
 _KEEP_CONTROL_CHARS = frozenset("\n\t")
+
+
+@dataclass(frozen=True)
+class SpokenAnswer:
+    """A voice-to-voice answer: finite 1-D float32 audio at ``sample_rate`` Hz, and the miner's text
+    (None when it sent none or an empty one)."""
+
+    audio: np.ndarray
+    sample_rate: int
+    text: str | None
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the audio in seconds."""
+        return self.audio.size / self.sample_rate
 
 
 class MinerClient:
@@ -87,40 +110,69 @@ class MinerClient:
             raise MinerResponseError(f"v2t: 'text' must be a string, got {_type_name(text)}")
         return self._clean_text(text)
 
-    async def inference(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, str]:
-        """Voice to voice: return ``(audio, text)``; the text is optional and ``""`` when absent.
+    async def inference(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        *,
+        path: str = INFERENCE_PATH,
+        max_audio_s: float = 120.0,
+        max_response_bytes: int | None = None,
+    ) -> SpokenAnswer:
+        """Voice to voice: send ``audio`` to ``path`` (``/api/v1/inference`` or ``/api/v1/v2v``).
 
-        The returned audio is a finite 1-D float32 array decoded under the response byte cap. The API
-        carries no output sample rate. Raises MinerResponseError for any miner fault.
+        The response is ``{"audio_data": <base64 .npy>, "text": <optional str>}``; the miner guide's API
+        carries no output sample rate, so the audio is taken to be at the request's rate unless the
+        response adds an integer ``sample_rate`` (8-48 kHz). The audio must be a finite, non-empty 1-D
+        float array (float16/32/64; never pickled) of at most ``max_audio_s`` seconds, in a body of at
+        most ``max_response_bytes`` (default: the client's cap). Raises MinerResponseError for any
+        miner fault.
         """
-        payload = await self._post_audio(INFERENCE_PATH, audio, sample_rate)
+        if path not in VOICE_TO_VOICE_PATHS:
+            raise ValueError(f"path must be one of {VOICE_TO_VOICE_PATHS}, got {path!r}")
+        if max_audio_s <= 0:
+            raise ValueError("max_audio_s must be positive")
+        cap = max_response_bytes or self._max_response_bytes
+        payload = await self._post_audio(path, audio, sample_rate, max_bytes=cap)
         if "audio_data" not in payload:
-            raise MinerResponseError("inference: response has no 'audio_data'")
+            raise MinerResponseError(f"{path}: response has no 'audio_data'")
         audio_data = payload["audio_data"]
         if not isinstance(audio_data, str):
             got = _type_name(audio_data)
-            raise MinerResponseError(f"inference: 'audio_data' must be a string, got {got}")
+            raise MinerResponseError(f"{path}: 'audio_data' must be a string, got {got}")
+        rate = payload.get("sample_rate", sample_rate)
+        if isinstance(rate, bool) or not isinstance(rate, int):
+            raise MinerResponseError(f"{path}: 'sample_rate' must be an integer, got {_type_name(rate)}")
+        if not MIN_ANSWER_SAMPLE_RATE <= rate <= MAX_ANSWER_SAMPLE_RATE:
+            raise MinerResponseError(
+                f"{path}: sample_rate {rate} is outside {MIN_ANSWER_SAMPLE_RATE}-{MAX_ANSWER_SAMPLE_RATE} Hz"
+            )
         try:
-            # float16 is the smallest float an npy can hold: two bytes per sample bound the count.
-            decoded = decode_npy_b64(
-                audio_data,
-                max_bytes=self._max_response_bytes,
-                max_samples=self._max_response_bytes // 2,
+            # The length cap is checked on the npy header, before the samples are read. Decoding up to
+            # 16 MiB takes tens of milliseconds: off the event loop, which serves other requests meanwhile.
+            decoded = await asyncio.to_thread(
+                decode_npy_b64, audio_data, max_bytes=cap, max_samples=int(max_audio_s * rate)
             )
         except ValueError as exc:
-            raise MinerResponseError(f"inference: bad audio_data: {exc}") from exc
+            raise MinerResponseError(f"{path}: bad audio_data: {exc}") from exc
         text = payload.get("text")
         if text is None:
             text = ""
         if not isinstance(text, str):
-            raise MinerResponseError(f"inference: 'text' must be a string, got {_type_name(text)}")
-        return decoded, self._clean_text(text)
+            raise MinerResponseError(f"{path}: 'text' must be a string, got {_type_name(text)}")
+        cleaned = self._clean_text(text).strip()
+        return SpokenAnswer(audio=decoded, sample_rate=rate, text=cleaned or None)
 
-    async def _post_audio(self, path: str, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
-        """POST audio in the miner's request shape and return the response's JSON object."""
+    async def _post_audio(
+        self, path: str, audio: np.ndarray, sample_rate: int, *, max_bytes: int | None = None
+    ) -> dict[str, Any]:
+        """POST audio in the miner's request shape and return the response's JSON object (the body read
+        up to ``max_bytes``, default the client's cap)."""
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
             raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-        body = await self._request("POST", path, audio_request_body(audio, int(sample_rate)))
+        body = await self._request(
+            "POST", path, audio_request_body(audio, int(sample_rate)), max_bytes=max_bytes
+        )
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError) as exc:
@@ -130,9 +182,11 @@ class MinerClient:
             raise MinerResponseError(f"{path}: response is not a JSON object")
         return payload
 
-    async def _request(self, method: str, path: str, json_body: bytes | None) -> bytes:
+    async def _request(
+        self, method: str, path: str, json_body: bytes | None, *, max_bytes: int | None = None
+    ) -> bytes:
         """Send one request (``json_body``: encoded JSON) under the deadline and return the body, read up
-        to the byte cap."""
+        to ``max_bytes`` (default: the client's cap)."""
         url = self._base_url + path
         # Ask for an uncompressed body so the byte cap measures what is actually sent.
         headers = {"Accept-Encoding": "identity"}
@@ -151,7 +205,7 @@ class MinerClient:
                 if not 200 <= response.status < 300:
                     reason = _clip(_strip_controls(response.reason or ""), _MAX_REASON_CHARS)
                     raise MinerResponseError(f"{path}: HTTP {response.status} {reason}".rstrip())
-                return await self._read_capped(response, path)
+                return await self._read_capped(response, path, max_bytes or self._max_response_bytes)
         except MinerResponseError:
             raise
         except TimeoutError as exc:
@@ -162,9 +216,8 @@ class MinerClient:
             # aiohttp wraps socket errors as ClientOSError, but a reset mid-read can surface bare.
             raise MinerResponseError(f"{path}: connection failed ({type(exc).__name__})") from exc
 
-    async def _read_capped(self, response: aiohttp.ClientResponse, path: str) -> bytes:
-        """Read the body in chunks and give up as soon as it passes the cap, without draining it."""
-        cap = self._max_response_bytes
+    async def _read_capped(self, response: aiohttp.ClientResponse, path: str, cap: int) -> bytes:
+        """Read the body in chunks and give up as soon as it passes ``cap``, without draining it."""
         declared = response.content_length
         if declared is not None and declared > cap:
             response.close()

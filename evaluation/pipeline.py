@@ -19,6 +19,7 @@ from typing import Protocol
 import aiohttp
 import structlog
 
+from evaluation.competition import DEFAULT_SPEC, CompetitionSpec, combined_score
 from evaluation.errors import MinerResponseError, SubmissionRejected
 from evaluation.fetch import RepoSource, check_repo
 from evaluation.fingerprint import content_fingerprint, weights_fingerprint
@@ -28,6 +29,7 @@ from evaluation.miner_client import MinerClient
 from evaluation.progress import EvaluationProgress
 from evaluation.sandbox.port import RunningModel, Sandbox
 from evaluation.types import EvaluationResult, SampleResult, Submission, SubsetScore
+from evaluation.voice_to_voice import Heard, VoiceToVoiceScorer
 from evaluation.voicebench.dataset import Item, sample_items
 from evaluation.voicebench.evaluators import JUDGED_EVALUATORS, SUBSET_EVALUATOR, get_evaluator
 from evaluation.voicebench.evaluators.base import Evaluator
@@ -72,11 +74,25 @@ class Pipeline:
         work_dir: Path,
         *,
         judge: JudgeClient | None = None,
+        competitions: Mapping[str, CompetitionSpec] | None = None,
+        voice: VoiceToVoiceScorer | None = None,
     ) -> None:
-        """``judge`` is required when the benchmark has judge-scored subsets (open, qa)."""
+        """``judge`` is required when the benchmark has judge-scored subsets (open, qa).
+
+        ``competitions`` maps a submission's competition id to what is measured (default: voice to
+        text, VoiceBench only, also for ids not in the map); ``voice`` scores spoken answers and is
+        required when a competition is ``v2v`` (with a MOS predictor when one weighs MOS).
+        """
         unknown = [subset for subset in benchmark if subset not in SUBSET_EVALUATOR]
         if unknown:
             raise ValueError(f"no evaluator for subset(s) {unknown}; known: {sorted(SUBSET_EVALUATOR)}")
+        self._competitions = dict(competitions or {})
+        for name, spec in self._competitions.items():
+            if spec.task == "v2v" and voice is None:
+                raise ValueError(f"competition {name!r} is voice-to-voice: pass a VoiceToVoiceScorer")
+            if spec.needs_mos and (voice is None or not voice.measures_mos):
+                raise ValueError(f"competition {name!r} weighs MOS but no MOS predictor is configured")
+        self._voice = voice
         self._source = source
         self._sandbox = sandbox
         self._config = config
@@ -145,6 +161,7 @@ class Pipeline:
         sandbox = sandbox or self._sandbox
         started = time.monotonic()
         seed = self._config.seed if seed is None else seed
+        spec = self.competition(submission.competition)
         bound = log.bind(
             uid=submission.uid,
             hotkey=submission.hotkey,
@@ -176,7 +193,7 @@ class Pipeline:
                 try:
                     if progress is not None:
                         progress.stage("query", total=len(todo))
-                    results += await self._query_all(model, todo, sink, progress)
+                    results += await self._query_all(model, todo, sink, progress, spec)
                 finally:
                     await sandbox.stop(model)
             subsets = [_aggregate(subset, [r for r in results if r.subset == subset]) for subset in items]
@@ -192,8 +209,25 @@ class Pipeline:
             )
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
-        score = overall_score({s.subset: s.score for s in subsets})
-        bound.info("evaluated", score=round(score, 2), subsets={s.subset: round(s.score, 2) for s in subsets})
+        voicebench = overall_score({s.subset: s.score for s in subsets})
+        details = {**self._details, "competition": submission.competition, "task": spec.task}
+        mos_percent = None
+        if spec.task == "v2v" and self._voice is not None:
+            mos_percent = self._voice.mos_percent(results)
+            details.update(self._voice.describe())
+            details.update(self._voice.summary(results))
+        score = combined_score(spec, voicebench, mos_percent)
+        if spec.task == "v2v":
+            # Each part beside the combined score, so the README's formula can be checked on any result.
+            details["voicebench_score"] = f"{voicebench:.4f}"
+            details["mos_score"] = "not measured" if mos_percent is None else f"{mos_percent:.4f}"
+            details["score_weights"] = f"voicebench={spec.voicebench_weight:g},mos={spec.mos_weight:g}"
+        bound.info(
+            "evaluated",
+            score=round(score, 2),
+            task=spec.task,
+            subsets={s.subset: round(s.score, 2) for s in subsets},
+        )
         return EvaluationResult(
             submission=submission,
             score=score,
@@ -201,8 +235,12 @@ class Pipeline:
             duration_s=time.monotonic() - started,
             fingerprints=fingerprints,
             seed=seed,
-            details=dict(self._details),
+            details=details,
         )
+
+    def competition(self, competition_id: str) -> CompetitionSpec:
+        """What is measured for ``competition_id``: its spec, or voice to text when it has none."""
+        return self._competitions.get(competition_id, DEFAULT_SPEC)
 
     async def _query_all(
         self,
@@ -210,6 +248,7 @@ class Pipeline:
         items: Sequence[Item],
         sink: ResultSink | None,
         progress: EvaluationProgress | None = None,
+        spec: CompetitionSpec = DEFAULT_SPEC,
     ) -> list[SampleResult]:
         gate = asyncio.Semaphore(self._config.concurrency)
         # A miner that answers each request just inside its timeout must not hold a GPU slot for hours.
@@ -217,6 +256,7 @@ class Pipeline:
         timeout = aiohttp.ClientTimeout(total=self._config.miner_timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             client = MinerClient(model.base_url, session, timeout_s=self._config.miner_timeout_s)
+            voice = self._voice if spec.task == "v2v" else None
 
             async def one(item: Item) -> SampleResult:
                 # The gate bounds requests in flight to the miner, nothing else: an answer is judged
@@ -224,13 +264,18 @@ class Pipeline:
                 # judge client bounds its own load).
                 async with gate:
                     if time.monotonic() > deadline:
-                        answered: _Answer | SampleResult = SampleResult(
+                        answered: _Answer | Heard | SampleResult = SampleResult(
                             item.subset, item.item_id, 0.0, "", "evaluation time budget spent"
                         )
+                    elif voice is not None:
+                        answered = await voice.ask(client, item)
                     else:
                         answered = await _ask(client, item)
                 if isinstance(answered, SampleResult):
                     result = answered
+                elif isinstance(answered, Heard):
+                    assert voice is not None  # only the voice scorer hears spoken answers
+                    result = await voice.score(answered, self._evaluators[item.subset])
                 else:
                     result = await _score(answered, self._evaluators[item.subset])
                 if sink is not None:

@@ -29,8 +29,33 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class SpeechDetails:
+    """What was measured on one spoken (voice-to-voice) answer.
+
+    ``content_score`` is the evaluator's score of ``transcript`` (the ASR of the returned audio);
+    the sample's score is ``content_score * consistency``. ``wer`` is the word error rate between the
+    miner's ``text`` and the transcript, None when the miner sent no text (consistency not applicable,
+    ``consistency`` 1). ``mos`` is None when no predictor ran (none configured, or silent audio).
+    """
+
+    transcript: str
+    text: str | None
+    content_score: float
+    wer: float | None
+    consistency: float
+    mos: float | None
+    duration_s: float
+    silent: bool
+    clipped_fraction: float
+
+
+@dataclass(frozen=True)
 class SampleResult:
-    """The outcome of one benchmark item sent to one miner."""
+    """The outcome of one benchmark item sent to one miner.
+
+    ``response`` is the text that was scored: the miner's text for voice-to-text, the transcript of its
+    audio for voice-to-voice, whose other measures are in ``speech``.
+    """
 
     subset: str
     item_id: str
@@ -38,6 +63,7 @@ class SampleResult:
     response: str = ""
     error: str | None = None
     latency_s: float = 0.0
+    speech: SpeechDetails | None = None
 
 
 @dataclass(frozen=True)

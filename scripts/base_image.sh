@@ -3,7 +3,8 @@
 #
 # A Debian bookworm root made by mmdebstrap with python3, numpy, fastapi and uvicorn (the constant-answer
 # example miner needs nothing more) and libgomp1 (llama.cpp's OpenMP runtime, for the ASR + LLM example
-# miner, whose Python packages come as wheels in its repo), imported into the project dockerd. The machine's own apt sources file is handed to mmdebstrap at run time, so no mirror
+# miner, whose Python packages come as wheels in its repo) and espeak-ng (the voice-to-voice example
+# miner speaks its answers with it), imported into the project dockerd. The machine's own apt sources file is handed to mmdebstrap at run time, so no mirror
 # address is ever written into the repository.
 #
 # Environment (all optional):
@@ -16,9 +17,9 @@ set -euo pipefail
 IMAGE="${VV_BASE_IMAGE:-voice-validator/base:bookworm}"
 export DOCKER_HOST="${DOCKER_HOST:-unix:///var/lib/voice-validator/docker/docker.sock}"
 TIMEOUT="${VV_BASE_TIMEOUT:-900}"
-PACKAGES="python3,python3-numpy,python3-fastapi,python3-uvicorn,ca-certificates,libgomp1"
+PACKAGES="python3,python3-numpy,python3-fastapi,python3-uvicorn,ca-certificates,libgomp1,espeak-ng"
 # Bumped whenever PACKAGES changes, so an image built by an older version of this script is rebuilt.
-BASE_VERSION=2
+BASE_VERSION=3
 
 log() { echo "base_image.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }

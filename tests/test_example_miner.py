@@ -52,6 +52,9 @@ def test_constant_model_answers_its_letter(inference: ModuleType, tmp_path: Path
     ("config", "message"),
     [
         ({"kind": "tts"}, "'kind' must be"),
+        ({"kind": "speak", "answer": "A", "audio": "loud"}, "'audio' must be"),
+        ({"kind": "speak", "answer": "A", "audio": "fixed"}, "'fixed_text' is required"),
+        ({"kind": "speak", "base": "gpt", "answer": "A"}, "'base' must be"),
         ({"answer": "E"}, "'answer' must be one of"),
         ({"kind": "asr-llm", "asr_model": "nowhere", "llm_model": "none.gguf"}, "model file missing"),
     ],
@@ -116,5 +119,5 @@ def test_asr_llm_model_hears_the_question_and_answers_it(asr_llm_model: Any) -> 
 
 def test_asr_llm_model_says_so_when_there_is_nothing_to_hear(asr_llm_model: Any) -> None:
     assert asr_llm_model.answer("") == "I could not hear a question."
-    reply, text = asr_llm_model.voice_to_voice(np.zeros(8_000, np.float32), 16_000)
-    assert reply.dtype == np.float32 and isinstance(text, str) and text
+    reply, text, rate = asr_llm_model.voice_to_voice(np.zeros(8_000, np.float32), 16_000)
+    assert reply.dtype == np.float32 and isinstance(text, str) and text and rate == 16_000

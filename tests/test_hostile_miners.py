@@ -605,8 +605,8 @@ async def test_pickled_audio_from_inference_is_refused_and_never_run(
             assert live_marker.read_text() == "pwned" and not marker.exists()
 
             # The validator goes on: the control's voice-to-voice answer decodes as audio.
-            echoed, text = await MinerClient(good.base_url, session, timeout_s=10).inference(tone, 16_000)
-            assert text == "The answer is A." and np.allclose(echoed, tone)
+            echoed = await MinerClient(good.base_url, session, timeout_s=10).inference(tone, 16_000)
+            assert echoed.text == "The answer is A." and np.allclose(echoed.audio, tone)
         await sandbox.stop(bad)
         await sandbox.stop(good)
         client_docker = docker.DockerClient(base_url=sandbox_config.docker_host, timeout=60)

@@ -77,6 +77,21 @@ async def _answer(request: web.Request) -> web.StreamResponse:
         return web.json_response({"audio_data": body["audio_data"]})
     if mode == "pickled_audio":
         return web.json_response({"audio_data": _npy_b64(np.array([object()]), allow_pickle=True)})
+    if mode == "int16_audio":
+        return web.json_response({"audio_data": _npy_b64(np.zeros(16_000, np.int16)), "text": "hi"})
+    if mode == "stereo_audio":
+        return web.json_response({"audio_data": _npy_b64(np.zeros((2, 8_000), np.float32))})
+    if mode == "wav_not_npy":
+        return web.json_response({"audio_data": base64.b64encode(b"RIFF\x24\x00\x00\x00WAVEfmt ").decode()})
+    if mode == "declared_rate":
+        return web.json_response({"audio_data": body["audio_data"], "text": "hi", "sample_rate": 24_000})
+    if mode.startswith("rate="):
+        rate = json.loads(mode.removeprefix("rate="))
+        return web.json_response({"audio_data": body["audio_data"], "sample_rate": rate})
+    if mode == "long_audio":
+        return web.json_response({"audio_data": _npy_b64(np.zeros(16_000 * 3, np.float32))})
+    if mode == "blank_text":
+        return web.json_response({"audio_data": body["audio_data"], "text": " \x00\n "})
     if mode == "nan_audio":
         return web.json_response({"audio_data": _npy_b64(np.array([0.0, np.nan], dtype=np.float32))})
     if mode == "status_500":
@@ -145,6 +160,7 @@ async def miner() -> AsyncIterator[Miner]:
     app.router.add_get("/api/v1/health", _health)
     app.router.add_post("/api/v1/v2t", _answer)
     app.router.add_post("/api/v1/inference", _answer)
+    app.router.add_post("/api/v1/v2v", _answer)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -178,20 +194,41 @@ def test_audio_request_body_is_the_json_a_json_encoder_would_write() -> None:
 
 async def test_inference_round_trips_audio_and_text(miner: Miner) -> None:
     miner.state.mode = "echo_audio"
-    audio, text = await miner.client().inference(AUDIO, 16_000)
-    np.testing.assert_array_equal(audio, AUDIO)
-    assert text == "echo"
+    answer = await miner.client().inference(AUDIO, 16_000)
+    np.testing.assert_array_equal(answer.audio, AUDIO)
+    assert answer.text == "echo" and answer.sample_rate == 16_000 and answer.duration_s == 1.0
 
 
-async def test_inference_text_is_optional(miner: Miner) -> None:
-    miner.state.mode = "audio_no_text"
-    audio, text = await miner.client().inference(AUDIO, 16_000)
-    assert audio.shape == AUDIO.shape and text == ""
+@pytest.mark.parametrize("mode", ["audio_no_text", "blank_text"])
+async def test_inference_text_is_optional(miner: Miner, mode: str) -> None:
+    miner.state.mode = mode
+    answer = await miner.client().inference(AUDIO, 16_000)
+    assert answer.audio.shape == AUDIO.shape and answer.text is None
+
+
+async def test_inference_on_the_alternative_path_with_a_declared_rate(miner: Miner) -> None:
+    miner.state.mode = "declared_rate"
+    answer = await miner.client().inference(AUDIO, 16_000, path="/api/v1/v2v")
+    assert answer.sample_rate == 24_000 and answer.text == "hi"
+    with pytest.raises(ValueError, match="path must be"):
+        await miner.client().inference(AUDIO, 16_000, path="/api/v1/v2t")
 
 
 @pytest.mark.parametrize(
     ("mode", "message"),
-    [("pickled_audio", "pickle"), ("nan_audio", "NaN"), ("good", "no 'audio_data'")],
+    [
+        ("pickled_audio", "pickle"),
+        ("nan_audio", "NaN"),
+        ("good", "no 'audio_data'"),
+        ("int16_audio", "floating point"),
+        ("stereo_audio", "1-D"),
+        ("wav_not_npy", "not a valid npy"),
+        ("rate=1000", "outside 8000-48000"),
+        ("rate=192000", "outside 8000-48000"),
+        ('rate="16000"', "must be an integer"),
+        ("rate=true", "must be an integer"),
+        ("rate=16000.5", "must be an integer"),
+    ],
 )
 async def test_inference_rejects_bad_audio(miner: Miner, mode: str, message: str) -> None:
     miner.state.mode = mode
@@ -199,10 +236,22 @@ async def test_inference_rejects_bad_audio(miner: Miner, mode: str, message: str
         await miner.client().inference(AUDIO, 16_000)
 
 
+async def test_inference_audio_longer_than_allowed_is_refused_from_its_header(miner: Miner) -> None:
+    miner.state.mode = "long_audio"  # 3 s
+    assert (await miner.client().inference(AUDIO, 16_000, max_audio_s=3.0)).duration_s == 3.0
+    with pytest.raises(MinerResponseError, match="too long"):
+        await miner.client().inference(AUDIO, 16_000, max_audio_s=2.5)
+
+
 async def test_inference_audio_over_the_cap_is_refused(miner: Miner) -> None:
     miner.state.mode = "echo_audio"
     with pytest.raises(MinerResponseError, match="cap"):
         await miner.client(max_response_bytes=10_000).inference(AUDIO, 16_000)
+    # The per-call cap replaces the client's (voice answers are larger than text ones).
+    with pytest.raises(MinerResponseError, match="cap"):
+        await miner.client().inference(AUDIO, 16_000, max_response_bytes=10_000)
+    small = miner.client(max_response_bytes=10_000)
+    assert (await small.inference(AUDIO, 16_000, max_response_bytes=2**20)).text
 
 
 @pytest.mark.parametrize(

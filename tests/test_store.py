@@ -289,7 +289,7 @@ def test_database_at_schema_4_with_an_open_evaluation_is_upgraded(tmp_path: Path
     conn.commit()
     conn.close()
     store = Store.open(tmp_path / "v.db")
-    assert store.schema_version == len(MIGRATIONS) == 5
+    assert store.schema_version == len(MIGRATIONS) == 6
     assert store.requeue_interrupted() == 1
     claim = store.claim_next()
     # The old open evaluation has no recorded plan to resume: closed, and a fresh one begins.

@@ -12,6 +12,8 @@ from types import MappingProxyType
 import aiohttp
 import structlog
 
+from evaluation.asr import WhisperRecognizer
+from evaluation.errors import InfrastructureError
 from evaluation.fetch import HubRepoSource, RepoSource
 from evaluation.judge.client import JudgeClient
 from evaluation.judge.port import JudgeInfo
@@ -30,6 +32,7 @@ from evaluation.progress import Observe
 from evaluation.repo_cache import CachedRepoSource
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
 from evaluation.sandbox.port import Sandbox
+from evaluation.voice_to_voice import VoiceToVoiceConfig, VoiceToVoiceScorer
 from evaluation.voicebench.dataset import Item, load_spec
 from evaluation.voicebench.evaluators import JUDGED_EVALUATORS
 from evaluation.voicebench.fixture import build_fixture
@@ -96,6 +99,43 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         miner_timeout_s=settings.miner_timeout_s,
         evaluation_budget_s=settings.evaluation_budget_s,
     )
+
+
+def voice_config(settings: Settings) -> VoiceToVoiceConfig:
+    """Limits and rules of the voice-to-voice evaluation, from settings."""
+    return VoiceToVoiceConfig(
+        path=settings.v2v_path,
+        max_audio_s=settings.v2v_max_audio_s,
+        max_response_bytes=settings.v2v_max_response_bytes,
+        wer_tolerance=settings.v2v_wer_tolerance,
+        model_timeout_s=settings.v2v_model_timeout_s,
+    )
+
+
+async def make_voice_scorer(settings: Settings) -> VoiceToVoiceScorer | None:
+    """The voice-to-voice scorer when a competition is v2v (None otherwise), its ASR model loaded now.
+
+    Loading at start means a missing package or a model that cannot be downloaded stops the validator
+    with the reason, instead of failing every v2v evaluation later. No MOS predictor ships yet
+    (``mos-predictor`` 'none'): MOS is recorded as not measured.
+    """
+    if not settings.voice_to_voice:
+        return None
+    recognizer = WhisperRecognizer(
+        settings.v2v_asr_model,
+        device=settings.v2v_asr_device,
+        download_root=str(settings.data_dir / "models" / "whisper"),
+    )
+    try:
+        # The first load of a named model downloads it: bounded like any other outside call.
+        async with asyncio.timeout(settings.v2v_model_timeout_s):
+            await asyncio.to_thread(recognizer.load)
+    except TimeoutError as exc:
+        raise InfrastructureError(
+            f"ASR model {settings.v2v_asr_model!r} not loaded within {settings.v2v_model_timeout_s:g}s"
+        ) from exc
+    log.info("voice-to-voice ASR ready", model=recognizer.name, mos_predictor=settings.mos_predictor)
+    return VoiceToVoiceScorer(recognizer, voice_config(settings), mos=None)
 
 
 def benchmark_specs(settings: Settings) -> list[tuple[SubsetSpec, tuple[str, ...] | None]]:
@@ -307,6 +347,8 @@ async def open_app(
             pipeline_config(settings),
             work_dir=settings.repos_dir,
             judge=judge,
+            competitions=settings.competition_specs,
+            voice=await make_voice_scorer(settings),
         )
         slots = settings.worker_slots
         if settings.gpu_slots:

@@ -29,6 +29,7 @@ from validator.app import (
     load_benchmark,
     make_chain,
     make_source,
+    make_voice_scorer,
     open_app,
     open_judge,
     pipeline_config,
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--revision", help="the exact 40-hex commit to evaluate (with --repo)")
     evaluate.add_argument("--hotkey", help="check hotkey.txt against this hotkey")
     evaluate.add_argument("--verbose", action="store_true", help="print every sample's answer")
+    evaluate.add_argument(
+        "--competition", help="competition id to evaluate for (default: the first of --competitions)"
+    )
 
     commit = sub.add_parser(
         "commit", help="miners: put repo@revision on chain in the subnet's format (wallet or local chain)"
@@ -205,14 +209,26 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
         hotkey=args.hotkey or "",
         repo_id=args.repo or "local/" + args.repo_dir.resolve().name,
         revision=args.revision or LOCAL_REVISION,
-        competition=settings.competitions[0],
+        competition=args.competition or settings.competitions[0],
     )
+    if submission.competition not in settings.competitions:
+        print(f"error: competition {submission.competition!r} is not in --competitions", file=sys.stderr)
+        return 2
     config = dataclasses.replace(pipeline_config(settings), check_hotkey=bool(args.hotkey))
     sandbox = DockerSandbox(sandbox_config(settings))
     try:
         async with open_judge(settings) as judge:
             benchmark = await load_benchmark(settings)
-            pipeline = Pipeline(source, sandbox, benchmark, config, settings.repos_dir, judge=judge)
+            pipeline = Pipeline(
+                source,
+                sandbox,
+                benchmark,
+                config,
+                settings.repos_dir,
+                judge=judge,
+                competitions=settings.competition_specs,
+                voice=await make_voice_scorer(settings),
+            )
             print(
                 f"evaluating {submission.repo_id}@{submission.short_revision} on {pipeline.sample_count} "
                 "samples",
@@ -232,6 +248,10 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
         for s in result.subsets
     ]
     print(render_table(("subset", "score", "samples", "answered"), rows), file=out)
+    if result.details.get("task") == "v2v":
+        shown = ("voicebench_score", "mos_score", "v2v_mean_consistency", "v2v_silent", "v2v_asr_model")
+        for key in shown:
+            print(f"{key}: {result.details.get(key, '')}", file=out)
     print(f"overall score: {result.score:.2f} / 100 in {result.duration_s:.1f}s", file=out)
     return 0
 

@@ -10,13 +10,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from evaluation.competition import CompetitionSpec
 from evaluation.voicebench.subsets import SUBSETS
 from validator.slots import worker_slots
 
 ENV_PREFIX = "VOICE_VALIDATOR_"
+
+
+class CompetitionScoring(BaseModel):
+    """One competition's entry in ``competition-scoring``: its task and the weights of its score."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: Literal["v2t", "v2v"] = "v2t"
+    voicebench: float = Field(1.0, ge=0, description="Weight of the VoiceBench score.")
+    mos: float = Field(0.0, ge=0, description="Weight of the MOS score (v2v only).")
+
+    @model_validator(mode="after")
+    def _valid_spec(self) -> CompetitionScoring:
+        self.spec()  # raises ValueError with the reason (zero weights, MOS on v2t)
+        return self
+
+    def spec(self) -> CompetitionSpec:
+        """The evaluation library's form of this entry."""
+        return CompetitionSpec(task=self.task, voicebench_weight=self.voicebench, mos_weight=self.mos)
 
 
 class Settings(BaseSettings):
@@ -180,6 +200,45 @@ class Settings(BaseSettings):
         1800.0, gt=0, description="Time budget of one evaluation's requests; later samples fail."
     )
 
+    # --- voice to voice ------------------------------------------------------------------------
+    competition_scoring: dict[str, CompetitionScoring] = Field(
+        default_factory=dict,
+        description="Per competition id: task 'v2t' or 'v2v' and the weights of the VoiceBench and MOS "
+        'scores (JSON, e.g. {"v2v": {"task": "v2v", "voicebench": 1}}); an id without an entry is v2t, '
+        "VoiceBench only.",
+    )
+    v2v_path: Literal["/api/v1/inference", "/api/v1/v2v"] = Field(
+        "/api/v1/inference", description="Voice-to-voice endpoint miners serve (the guide's name, or v2v)."
+    )
+    v2v_asr_model: str = Field(
+        "auto",
+        description="Whisper model that transcribes spoken answers: 'auto' (large-v3 on a GPU, else the "
+        "bundled tiny.en), 'bundled-tiny.en' (offline, CPU), a faster-whisper model name (downloaded "
+        "once) or a local model folder.",
+    )
+    v2v_asr_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Device of the ASR model ('auto': cuda when a GPU is present)."
+    )
+    v2v_wer_tolerance: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="WER between a miner's text and its audio's transcript that costs nothing; above "
+        "it the content score falls linearly to 0 at WER 1.",
+    )
+    v2v_max_audio_s: float = Field(120.0, gt=0, description="Longest spoken answer accepted, in seconds.")
+    v2v_max_response_bytes: int = Field(
+        16 * 2**20, gt=0, description="Largest voice-to-voice response body, in bytes."
+    )
+    v2v_model_timeout_s: float = Field(
+        300.0, gt=0, description="Deadline of one ASR or MOS call (and of loading the ASR model)."
+    )
+    mos_predictor: Literal["none"] = Field(
+        "none",
+        description="Speech-quality (MOS) model for v2v answers; 'none': not measured, and a competition "
+        "may not weigh MOS. No predictor ships yet (see the README).",
+    )
+
     # --- judge ---------------------------------------------------------------------------------
     judge: Literal["auto", "vllm", "llama-cpp", "url"] = Field(
         "auto",
@@ -265,6 +324,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _scoring_matches_competitions(self) -> Settings:
+        unknown = sorted(set(self.competition_scoring) - set(self.competitions))
+        if unknown:
+            # A typo here would silently score a v2v competition as v2t.
+            raise ValueError(f"competition-scoring names {unknown}, not in competitions {self.competitions}")
+        weighs_mos = sorted(name for name, c in self.competition_scoring.items() if c.mos > 0)
+        if weighs_mos and self.mos_predictor == "none":
+            raise ValueError(f"competitions {weighs_mos} weigh MOS but mos-predictor is 'none'")
+        return self
+
+    @model_validator(mode="after")
     def _cache_holds_a_repo(self) -> Settings:
         if self.repo_cache_bytes < self.max_repo_bytes:
             raise ValueError("repo_cache_bytes must be at least max_repo_bytes, or no repo fits the cache")
@@ -284,6 +354,19 @@ class Settings(BaseSettings):
     def worker_slots(self) -> list[tuple[str, ...]]:
         """The GPU ids of each evaluation worker; its length is the number of workers."""
         return worker_slots(self.gpu_slots, self.eval_workers, self.gpu_device_ids)
+
+    @property
+    def competition_specs(self) -> dict[str, CompetitionSpec]:
+        """What each accepted competition measures (v2t, VoiceBench only, unless configured)."""
+        scoring = self.competition_scoring
+        return {
+            name: scoring[name].spec() if name in scoring else CompetitionSpec() for name in self.competitions
+        }
+
+    @property
+    def voice_to_voice(self) -> bool:
+        """Whether any competition is voice-to-voice (the ASR model is then loaded at start)."""
+        return any(spec.task == "v2v" for spec in self.competition_specs.values())
 
     @property
     def repos_dir(self) -> Path:

@@ -8,6 +8,7 @@ shared under a lock, which keeps every multi-statement change atomic without a c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from evaluation.types import EvaluationResult, SampleResult, Submission
+from evaluation.types import EvaluationResult, SampleResult, SpeechDetails, Submission
 from validator.chain.port import Neuron
 from validator.weights import Standing
 
@@ -106,6 +107,11 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE evaluations SET finished_at = started_at, error = 'interrupted before evaluations were resumable'
         WHERE finished_at IS NULL;
     CREATE INDEX evaluations_open ON evaluations (submission_id) WHERE finished_at IS NULL;
+    """,
+    # Voice-to-voice samples: transcript, text, WER, consistency, MOS (JSON of SpeechDetails); NULL for
+    # voice-to-text samples.
+    """
+    ALTER TABLE sample_results ADD COLUMN speech TEXT;
     """,
 )
 
@@ -428,10 +434,12 @@ class Store:
         """
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO sample_results VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO sample_results"
+                " (evaluation_id, subset, item_id, score, response, error, latency_s, speech)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (evaluation_id, subset, item_id) DO UPDATE SET score = excluded.score,"
-                " response = excluded.response, error = excluded.error, latency_s = excluded.latency_s"
-                " WHERE sample_results.error IS NOT NULL",
+                " response = excluded.response, error = excluded.error, latency_s = excluded.latency_s,"
+                " speech = excluded.speech WHERE sample_results.error IS NOT NULL",
                 (
                     evaluation_id,
                     result.subset,
@@ -440,6 +448,7 @@ class Store:
                     result.response,
                     result.error,
                     result.latency_s,
+                    None if result.speech is None else json.dumps(dataclasses.asdict(result.speech)),
                 ),
             )
 
@@ -725,7 +734,21 @@ def _sample(row: sqlite3.Row) -> SampleResult:
         response=str(row["response"]),
         error=row["error"],
         latency_s=float(row["latency_s"]),
+        speech=_speech(row["speech"]),
     )
+
+
+def _speech(raw: str | None) -> SpeechDetails | None:
+    """A stored SpeechDetails; ValueError/TypeError when the JSON does not hold one."""
+    if raw is None:
+        return None
+    fields = json.loads(raw)
+    if not isinstance(fields, dict):
+        raise ValueError("speech details must be a JSON object")
+    details = SpeechDetails(**fields)
+    for name in ("content_score", "consistency", "duration_s", "clipped_fraction"):
+        float(getattr(details, name))  # a string here would poison the score later: refuse it now
+    return details
 
 
 def _int_or(value: object, default: int) -> int:

@@ -1,12 +1,17 @@
 """The example miner's models, plus the audio decoding every miner needs.
 
-Two models, chosen by ``model/config.json``'s ``kind``:
+Three models, chosen by ``model/config.json``'s ``kind``:
 
 - ``constant`` (default): always gives the same multiple-choice answer. The floor any real model must
   beat, and a miner that starts in two seconds for tests.
 - ``asr-llm``: a real pipeline that runs on a CPU: Whisper (faster-whisper, CTranslate2) transcribes
   the question, a small instruct LLM (llama.cpp, a GGUF file) answers it. ``scripts/asr_llm_miner.sh``
   assembles such a repo, wheels included, so its image builds with no network.
+- ``speak``: a voice-to-voice miner. The text answer of ``base`` (``constant`` or ``asr-llm``, same
+  config keys) is spoken with espeak-ng (in the base image) and returned as audio with the text. The
+  keys ``audio`` (``answer``: speak the answer; ``silence``; ``fixed``: one clip of ``fixed_text`` for
+  every question), ``text_override`` (send this text instead of what is spoken) and ``send_text``
+  (false: audio only) make the misbehaving variants the validator's tests rank.
 
 Replace either with your own model (or an end-to-end speech model). Keep ``decode_audio`` /
 ``encode_audio``: they implement the wire format the validator uses, a base64-encoded ``.npy`` file
@@ -19,7 +24,10 @@ import base64
 import binascii
 import io
 import json
+import subprocess
+import tempfile
 import threading
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,7 +56,9 @@ class Model(Protocol):
 
     def voice_to_text(self, audio: np.ndarray, sample_rate: int) -> str: ...
 
-    def voice_to_voice(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, str]: ...
+    def voice_to_voice(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, str, int]:
+        """Answer with (audio, text, the audio's sample rate)."""
+        ...
 
 
 class InvalidAudio(ValueError):
@@ -61,15 +71,16 @@ class BaselineModel:
 
     name: str
     answer: str
+    phrase: str = "The answer is {answer}."
 
     def voice_to_text(self, audio: np.ndarray, sample_rate: int) -> str:
         """Answer a spoken question with text. The baseline ignores the audio."""
-        return f"The answer is {self.answer}."
+        return self.phrase.format(answer=self.answer)
 
-    def voice_to_voice(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, str]:
+    def voice_to_voice(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, str, int]:
         """Answer with audio and text. The baseline parrots the input back at the same sample rate."""
         reply = np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
-        return reply, self.voice_to_text(audio, sample_rate)
+        return reply, self.voice_to_text(audio, sample_rate), sample_rate
 
 
 class AsrLlmModel:
@@ -119,10 +130,98 @@ class AsrLlmModel:
         """Answer a spoken question with text."""
         return self.answer(self.transcribe(audio, sample_rate))
 
-    def voice_to_voice(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, str]:
-        """Answer with text; this model has no speech synthesiser, so the audio echoes the question."""
+    def voice_to_voice(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, str, int]:
+        """Answer with text; this model has no speech synthesiser, so the audio echoes the question (use
+        the ``speak`` kind with ``base`` ``asr-llm`` to have the answer spoken)."""
         reply = np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
-        return reply, self.voice_to_text(audio, sample_rate)
+        return reply, self.voice_to_text(audio, sample_rate), sample_rate
+
+
+ESPEAK_TIMEOUT_S = 30
+# espeak-ng's letter names ("A", "B") are hard for a small ASR to hear alone; "option A" is not.
+SPOKEN_PHRASE = "The answer is option {answer}."
+
+
+def speak(text: str, *, voice: str = "en-us", speed: int = 120) -> tuple[np.ndarray, int]:
+    """``text`` spoken by espeak-ng: (float32 samples in [-1, 1], sample rate).
+
+    The text goes in on stdin, never as an argument, so an answer that starts with "-" is not an
+    option. The WAV is written to a file in /tmp (the only writable place) so its header is complete.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "speech.wav"
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), "--stdin"],
+            input=text.encode("utf-8"),
+            capture_output=True,
+            timeout=ESPEAK_TIMEOUT_S,
+            check=True,
+        )
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
+                raise RuntimeError("espeak-ng wrote something other than 16-bit mono")
+            rate = wav.getframerate()
+            frames = wav.readframes(wav.getnframes())
+    samples = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+    return samples, rate
+
+
+class SpeakingModel:
+    """Speaks a text model's answers: the voice-to-voice example.
+
+    ``audio`` is ``answer`` (speak the text answer), ``silence`` (one second of zeros), or ``fixed``
+    (``fixed_text`` spoken once at load, returned for every question, with that text). ``text_override``
+    replaces the text sent beside the audio (a miner whose words and audio disagree); ``send_text``
+    false sends no text at all.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        base: Model,
+        *,
+        audio: str = "answer",
+        fixed_text: str = "",
+        text_override: str | None = None,
+        send_text: bool = True,
+        voice: str = "en-us",
+        speed: int = 120,
+    ) -> None:
+        if audio not in ("answer", "silence", "fixed"):
+            raise ValueError(f"config.json 'audio' must be answer, silence or fixed, got {audio!r}")
+        self.name = name
+        self._base = base
+        self._audio = audio
+        self._text_override = text_override
+        self._send_text = send_text
+        self._voice = voice
+        self._speed = speed
+        self._fixed: tuple[np.ndarray, int, str] | None = None
+        if audio == "fixed":
+            if not fixed_text:
+                raise ValueError("config.json 'fixed_text' is required when 'audio' is 'fixed'")
+            clip, rate = speak(fixed_text, voice=voice, speed=speed)
+            self._fixed = (clip, rate, fixed_text)
+
+    def voice_to_text(self, audio: np.ndarray, sample_rate: int) -> str:
+        """The base model's text answer."""
+        return self._base.voice_to_text(audio, sample_rate)
+
+    def voice_to_voice(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, str, int]:
+        """The answer spoken at espeak-ng's own rate (22050 Hz, declared in the response: resampling here
+        without a proper low-pass filter would alias, and a small ASR model then mishears letters), its
+        text ("" when send_text is off), and that rate."""
+        if self._fixed is not None:
+            clip, rate, text = self._fixed
+        elif self._audio == "silence":
+            clip, rate = np.zeros(sample_rate, np.float32), sample_rate
+            text = self.voice_to_text(audio, sample_rate)
+        else:
+            text = self.voice_to_text(audio, sample_rate)
+            clip, rate = speak(text, voice=self._voice, speed=self._speed)
+        if not self._send_text:
+            return clip, "", rate
+        return clip, self._text_override if self._text_override is not None else text, rate
 
 
 def resample_linear(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -141,14 +240,44 @@ def load_model(model_dir: Path) -> Model:
     if not isinstance(config, dict):
         raise ValueError("config.json must hold a JSON object")
     kind = str(config.get("kind", "constant"))
+    if kind == "speak":
+        return load_speaking(model_dir, config)
     if kind == "asr-llm":
         return load_asr_llm(model_dir, config)
     if kind != "constant":
-        raise ValueError(f"config.json 'kind' must be 'constant' or 'asr-llm', got {kind!r}")
+        raise ValueError(f"config.json 'kind' must be 'constant', 'asr-llm' or 'speak', got {kind!r}")
+    return load_constant(config)
+
+
+def load_constant(config: dict[str, Any], phrase: str = "The answer is {answer}.") -> BaselineModel:
+    """The constant-answer model named in ``config``."""
     answer = str(config.get("answer", "")).strip().upper()
     if answer not in ANSWER_LETTERS:
         raise ValueError(f"config.json 'answer' must be one of {', '.join(ANSWER_LETTERS)}, got {answer!r}")
-    return BaselineModel(name=str(config.get("name", "baseline")), answer=answer)
+    return BaselineModel(name=str(config.get("name", "baseline")), answer=answer, phrase=phrase)
+
+
+def load_speaking(model_dir: Path, config: dict[str, Any]) -> SpeakingModel:
+    """A speaking model over the text model ``config['base']`` names (constant or asr-llm)."""
+    base_kind = str(config.get("base", "constant"))
+    base: Model
+    if base_kind == "asr-llm":
+        base = load_asr_llm(model_dir, config)
+    elif base_kind == "constant":
+        base = load_constant(config, phrase=SPOKEN_PHRASE)
+    else:
+        raise ValueError(f"config.json 'base' must be 'constant' or 'asr-llm', got {base_kind!r}")
+    override = config.get("text_override")
+    return SpeakingModel(
+        name=str(config.get("name", f"speak-{base_kind}")),
+        base=base,
+        audio=str(config.get("audio", "answer")),
+        fixed_text=str(config.get("fixed_text", "")),
+        text_override=None if override is None else str(override),
+        send_text=bool(config.get("send_text", True)),
+        voice=str(config.get("voice", "en-us")),
+        speed=int(config.get("speed", 120)),
+    )
 
 
 def load_asr_llm(model_dir: Path, config: dict[str, Any]) -> AsrLlmModel:

@@ -3,7 +3,8 @@
 Endpoints (see the miner guide):
   GET  /api/v1/health     {"status": "healthy"|"initializing", "initialization_status": {...}}
   POST /api/v1/v2t        {"audio_data": b64 .npy, "sample_rate": int} -> {"text": str}
-  POST /api/v1/inference  same request -> {"audio_data": b64 .npy float32, "text": str}
+  POST /api/v1/inference  same request -> {"audio_data": b64 .npy float32, "text": str, "sample_rate": int}
+  POST /api/v1/v2v        the same as /api/v1/inference (the name some validators call)
 
 The model loads in a background thread so that health answers "initializing" at once and the validator
 waits for ``model_loaded`` instead of timing out on a server that is not listening yet.
@@ -42,6 +43,9 @@ class AudioResponse(BaseModel):
 
     audio_data: str
     text: str = ""
+    # Not in the miner guide's response: the validator reads it when present, and otherwise takes the
+    # audio to be at the request's rate.
+    sample_rate: int
 
 
 class ModelState:
@@ -90,14 +94,15 @@ def create_app(state: ModelState) -> FastAPI:
         return TextResponse(text=model.voice_to_text(audio, request.sample_rate))
 
     @app.post("/api/v1/inference", response_model=AudioResponse)
+    @app.post("/api/v1/v2v", response_model=AudioResponse)
     def voice_to_voice(request: AudioRequest) -> AudioResponse:
         model = state.require()
         try:
             audio = decode_audio(request.audio_data, request.sample_rate)
         except InvalidAudio as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
-        reply, text = model.voice_to_voice(audio, request.sample_rate)
-        return AudioResponse(audio_data=encode_audio(reply), text=text)
+        reply, text, rate = model.voice_to_voice(audio, request.sample_rate)
+        return AudioResponse(audio_data=encode_audio(reply), text=text, sample_rate=rate)
 
     return app
 
