@@ -276,3 +276,24 @@ async def test_the_miner_is_not_kept_waiting_while_the_judge_works(tmp_path: Pat
         result = await pipeline.evaluate(sub)
     assert result.ok and result.score == pytest.approx(80.0)
     assert judge.max_in_flight == n
+
+
+async def test_shutdown_ends_a_task_that_swallowed_its_cancellation() -> None:
+    """Python 3.11's wait_for can drop a cancellation; the daemon's shutdown must still end the task."""
+    from validator.service import _cancel_all
+
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if swallowed.is_set():
+                    raise
+                swallowed.set()  # lose the first cancellation, as the race in wait_for does
+
+    task = asyncio.create_task(stubborn(), name="stubborn")
+    await asyncio.sleep(0.02)
+    await asyncio.wait_for(_cancel_all([task]), timeout=5)
+    assert swallowed.is_set() and task.cancelled()

@@ -123,9 +123,7 @@ class ValidatorService:
         try:
             await stop.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_all(tasks)
             log.info("validator stopped")
 
     # --- chain sync ----------------------------------------------------------------------------
@@ -413,6 +411,24 @@ async def watch_blocks(chain: ChainFacade, stall_s: float, poll_s: float | None 
             )
             await chain.reconnect()
             last_change = now
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended.
+
+    A single cancel is not enough on Python 3.11: ``asyncio.wait_for`` drops a cancellation that arrives
+    as its inner call completes (the chain facade wraps every call in it), and the loop then runs on, so
+    a plain gather after one cancel can wait forever. Cancelling again each second until all are done
+    makes shutdown certain.
+    """
+    pending = set(tasks)
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+        for task in pending:
+            log.warning("task survived cancellation; cancelling again", task=task.get_name())
+            task.cancel()
 
 
 async def _supervise(name: str, loop: Callable[[], Awaitable[None]]) -> None:
