@@ -15,7 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "auto_update.sh"
 
-GOOD_TEST = "def test_ok():\n    assert True\n"
+# Not a test of this project: the quick suite of the throw-away repo auto_update.sh updates. The script
+# must restart on this one and roll back on its failing twin (``assert False``) below.
+UPSTREAM_PASSING_TEST = "def test_ok():\n    assert True\n"
 ECOSYSTEM = 'module.exports = {\n  apps: [\n    {\n      name: "vv-under-test",\n    },\n  ],\n};\n'
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -95,7 +97,7 @@ def setup(tmp_path: Path) -> Setup:
     (upstream / "validator" / "app.py").write_text("", encoding="utf-8")
     (upstream / "evaluation" / "pipeline.py").write_text("", encoding="utf-8")
     (upstream / "tests").mkdir()
-    (upstream / "tests" / "test_quick.py").write_text(GOOD_TEST, encoding="utf-8")
+    (upstream / "tests" / "test_quick.py").write_text(UPSTREAM_PASSING_TEST, encoding="utf-8")
     (upstream / "ecosystem.config.js").write_text(ECOSYSTEM, encoding="utf-8")
     (upstream / ".gitignore").write_text("__pycache__/\n", encoding="utf-8")
     subprocess.run(["git", "add", "-A"], cwd=upstream, check=True, env=env, timeout=60)
@@ -165,7 +167,7 @@ def test_a_bad_update_is_rolled_back_and_not_retried(setup: Setup, files: dict[s
 
 
 def _restore(files: dict[str, str]) -> dict[str, str]:
-    restored = {"tests/test_quick.py": GOOD_TEST}
+    restored = {"tests/test_quick.py": UPSTREAM_PASSING_TEST}
     if "scripts/setup.sh" in files:
         restored["scripts/setup.sh"] = "#!/usr/bin/env bash\ntrue\n"
     return restored

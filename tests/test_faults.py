@@ -98,6 +98,12 @@ def evaluations_of(db: Path, hotkey: str) -> list[tuple[Any, ...]]:
     )
 
 
+def first_evaluation_samples(db: Path, hotkey: str) -> list[tuple[str, str, float, str | None]]:
+    """Samples stored so far for ``hotkey``'s first evaluation (empty before it exists)."""
+    evaluations = evaluations_of(db, hotkey)
+    return samples_of(db, evaluations[0][0]) if evaluations else []
+
+
 def samples_of(db: Path, evaluation_id: int) -> list[tuple[str, str, float, str | None]]:
     return [
         (str(r[0]), str(r[1]), float(r[2]), r[3])
@@ -139,8 +145,7 @@ async def test_kill9_mid_evaluation_resumes_without_losing_or_repeating_samples(
             procs.append(first)
 
             def some_samples_stored() -> bool:
-                ev = evaluations_of(db, ALICE)
-                return bool(ev) and len(samples_of(db, ev[0][0])) >= 6
+                return len(first_evaluation_samples(db, ALICE)) >= 6
 
             await wait_until(some_samples_stored, 60, "the first samples of the evaluation")
             first.kill9()
@@ -409,19 +414,16 @@ async def test_judge_outage_mid_evaluation_is_retried_and_resumed_never_scored(
                 stop = asyncio.Event()
                 daemon = asyncio.create_task(app.service.run(stop))
                 try:
-
-                    def stored() -> list[tuple[str, str, float, str | None]]:
-                        ev = evaluations_of(db, ALICE)
-                        return samples_of(db, ev[0][0]) if ev else []
-
-                    await wait_until(lambda: len(stored()) >= 3, 60, "the first samples")
+                    await wait_until(
+                        lambda: len(first_evaluation_samples(db, ALICE)) >= 3, 60, "the first samples"
+                    )
                     judge.kill9()
                     await wait_until(
                         lambda: any("JudgeUnavailable" in (e[5] or "") for e in evaluations_of(db, ALICE)),
                         60,
                         "the evaluation to fail on our side",
                     )
-                    before = stored()
+                    before = first_evaluation_samples(db, ALICE)
                     # Nobody was scored on the outage: the evaluation is open, the miner not evaluated.
                     assert [e[3] for e in evaluations_of(db, ALICE)] == [None]
                     assert submission_status(db, ALICE) in ("queued", "running")
@@ -434,7 +436,7 @@ async def test_judge_outage_mid_evaluation_is_retried_and_resumed_never_scored(
                     stop.set()
                     await daemon
         (ev,) = evaluations_of(db, ALICE)
-        after = stored()
+        after = first_evaluation_samples(db, ALICE)
         assert ev[3] is not None and ev[5] is None
         assert len(after) == 17 and all(error is None for *_, error in after)
         assert set(before) <= set(after)  # answered before the outage: kept as they were
@@ -503,12 +505,11 @@ async def test_docker_daemon_lost_mid_evaluation_fails_cleanly_and_is_retried(
                 stop = asyncio.Event()
                 daemon = asyncio.create_task(app.service.run(stop))
                 try:
-
-                    def stored() -> list[tuple[str, str, float, str | None]]:
-                        ev = evaluations_of(db, ALICE)
-                        return samples_of(db, ev[0][0]) if ev else []
-
-                    await wait_until(lambda: len(stored()) >= 2, 240, "the first samples (after the build)")
+                    await wait_until(
+                        lambda: len(first_evaluation_samples(db, ALICE)) >= 2,
+                        240,
+                        "the first samples (after the build)",
+                    )
                     proxy.kill9()
                     label = f"voice-validator.id={sandbox_config.validator_id}"
                     for container in direct.containers.list(filters={"label": label}):
@@ -519,7 +520,8 @@ async def test_docker_daemon_lost_mid_evaluation_fails_cleanly_and_is_retried(
                         "the evaluation to fail on our side",
                     )
                     assert [e[3] for e in evaluations_of(db, ALICE)] == [None]  # open, not scored
-                    answered_before = {(s, i) for s, i, _, err in stored() if err is None}
+                    answered = first_evaluation_samples(db, ALICE)
+                    answered_before = {(s, i) for s, i, _, err in answered if err is None}
 
                     proxy = Proc(
                         ["proxy", "--listen", str(sock), "--target", str(target)], tmp_path / "proxy-2.log"
@@ -531,7 +533,7 @@ async def test_docker_daemon_lost_mid_evaluation_fails_cleanly_and_is_retried(
                     await daemon
         direct.close()
         (ev,) = evaluations_of(db, ALICE)
-        after = stored()
+        after = first_evaluation_samples(db, ALICE)
         assert ev[5] is None and len(after) == 12 and all(err is None for *_, err in after)
         assert answered_before <= {(s, i) for s, i, _, _ in after}
         assert ev[4] == pytest.approx(500 / 12)  # as uninterrupted: 5 of 12 A answers right
