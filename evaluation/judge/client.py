@@ -197,9 +197,7 @@ class JudgeClient:
                 status = response.status
         except TimeoutError as exc:
             raise _Retryable(f"no complete answer within {timeout_s:g}s") from exc
-        except aiohttp.ClientError as exc:
-            raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
-        except OSError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
         if status == 429 or status >= 500:
             raise _Retryable(f"HTTP {status} {_snippet(raw)}".rstrip())
