@@ -19,7 +19,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,12 @@ import numpy as np
 import pytest
 
 from evaluation.errors import BuildFailed, InfrastructureError, StartFailed, SubmissionRejected
+from evaluation.sandbox import docker_sandbox
 from evaluation.sandbox.docker_sandbox import (
     LABEL_ID,
     LABEL_MANAGED,
     DockerSandbox,
     SandboxConfig,
-    context_digest,
     image_tag,
     object_labels,
     ownership_filter,
@@ -519,20 +519,6 @@ def test_config_rejects_bad_sizes_and_limits() -> None:
             SandboxConfig(**bad)  # type: ignore[arg-type]
 
 
-def test_context_digest_covers_content_build_args_and_special_files(tmp_path: Path) -> None:
-    repo = custom_repo(tmp_path / "repo", "RUN true\n", {"a.txt": "one"})
-    first = context_digest(repo, {})
-    assert context_digest(repo, {}) == first
-    assert context_digest(repo, {"BASE_IMAGE": "x"}) != first
-    (repo / "a.txt").write_text("two", encoding="utf-8")
-    changed = context_digest(repo, {})
-    assert changed != first
-    # A FIFO would block a reader forever and a symlink could point anywhere: neither is opened.
-    os.mkfifo(repo / "pipe")
-    (repo / "link").symlink_to("/dev/zero")
-    assert context_digest(repo, {}) != changed
-
-
 @pytest.fixture
 def own_validator(sandbox_config: SandboxConfig) -> Iterator[SandboxConfig]:
     """A config with an id of its own, so cache and prune tests never touch other tests' images."""
@@ -544,16 +530,15 @@ def own_validator(sandbox_config: SandboxConfig) -> Iterator[SandboxConfig]:
 
 
 async def counting_builds(sandbox: DockerSandbox, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make the sandbox's client count its build calls; returns the (growing) list of calls."""
-    client = await sandbox._docker()
+    """Make the sandbox count its build requests; returns the (growing) list of calls."""
     calls: list[int] = []
-    real_build = client.api.build
 
-    def build(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return real_build(*args, **kwargs)
+    class CountedRequest(docker_sandbox.BuildRequest):
+        def events(self) -> Generator[dict[str, Any], None, None]:
+            calls.append(1)
+            return super().events()
 
-    monkeypatch.setattr(client.api, "build", build)
+    monkeypatch.setattr(docker_sandbox, "BuildRequest", CountedRequest)
     return calls
 
 

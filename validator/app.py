@@ -85,6 +85,7 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         build_memory=settings.build_memory,
         build_cpu_shares=settings.build_cpu_shares,
         image_cache_size=settings.image_cache_size,
+        context_max_bytes=settings.context_max_bytes,
     )
 
 

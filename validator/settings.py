@@ -158,6 +158,12 @@ class Settings(BaseSettings):
     build_args: dict[str, str] = Field(
         default_factory=dict, description="Docker build args for miner images (JSON object)."
     )
+    build_context_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="Largest build context sent to the daemon after .dockerignore, tar headers included; "
+        "empty: max-repo-bytes plus 256 MiB. Must be at least max-repo-bytes.",
+    )
 
     # --- evaluation ----------------------------------------------------------------------------
     voicebench_source: Literal["hub", "fixture"] = Field(
@@ -339,6 +345,18 @@ class Settings(BaseSettings):
         if self.repo_cache_bytes < self.max_repo_bytes:
             raise ValueError("repo_cache_bytes must be at least max_repo_bytes, or no repo fits the cache")
         return self
+
+    @model_validator(mode="after")
+    def _context_holds_a_repo(self) -> Settings:
+        if self.build_context_bytes is not None and self.build_context_bytes < self.max_repo_bytes:
+            # A repo fetch accepted would then fail its build, charged to the miner.
+            raise ValueError("build_context_bytes must be at least max_repo_bytes")
+        return self
+
+    @property
+    def context_max_bytes(self) -> int:
+        """The build context cap in force: ``build_context_bytes``, else max-repo-bytes + 256 MiB."""
+        return self.build_context_bytes or self.max_repo_bytes + 256 * 2**20
 
     @property
     def database_path(self) -> Path:

@@ -16,6 +16,13 @@ Isolation of one miner run:
   read-only root and the tmpfs cap; each is covered by a small tmpfs instead (see ``_image_volumes``).
 * Build steps run with a memory (and no-swap) limit and reduced CPU shares; the build containers the
   legacy builder starts are tracked from its output and removed if a failed build leaves any.
+* The build context is the validator's own tar stream (:mod:`evaluation.sandbox.build_context`): the
+  repo's ``.dockerignore`` is applied by a linear-time matcher of ours, never by the SDK, and the
+  context is capped (``context_max_bytes``).
+* No build cache is shared between miners: images carry the miner's hotkey, and a build either seeds
+  its cache from that miner's own previous image (``cachefrom``: only that image and its ancestors are
+  reused) or uses no cache at all. Intermediate images a build leaves (a failed step, an aborted build,
+  the stages of a multi-stage build) are removed under the rule of :mod:`evaluation.sandbox.build_leftovers`.
 * Images are cached per (repo, revision, build-context digest, build args): a submission already built is
   never built again; the least recently used images beyond ``image_cache_size`` are removed.
 
@@ -34,14 +41,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import math
-import os
 import posixpath
 import re
 import secrets
-import stat
 import threading
 import time
 from collections import Counter, deque
@@ -60,9 +64,12 @@ import requests
 import structlog
 import urllib3.exceptions
 
-from evaluation.errors import BuildFailed, InfrastructureError, StartFailed
+from evaluation.errors import BuildFailed, InfrastructureError, StartFailed, SubmissionRejected
 from evaluation.health import Health, parse_health
 from evaluation.progress import Observe, Throttle
+from evaluation.sandbox.build_context import PreparedContext, prepare_context, tar_stream
+from evaluation.sandbox.build_leftovers import leftover_images, reported_layers
+from evaluation.sandbox.image_build import BuildRequest, build_params
 from evaluation.sandbox.port import RunningModel
 from evaluation.types import Submission
 
@@ -73,6 +80,7 @@ LABEL_REVISION = "voice-validator.revision"
 LABEL_NETWORK = "voice-validator.network"
 LABEL_REPO = "voice-validator.repo"
 LABEL_CONTEXT = "voice-validator.context"
+LABEL_HOTKEY = "voice-validator.hotkey"
 IMAGE_REPOSITORY = "voice-validator-miner"
 
 # Ordinary API calls (create, inspect, remove) answer in well under a second; this bounds a hung daemon.
@@ -89,12 +97,13 @@ _BUILD_CONTAINER_RE = re.compile(r"Running in ([0-9a-f]{12,64})")
 _MAX_IMAGE_VOLUMES = 16
 # Covering these with a tmpfs would break the container or hide the kernel's own interfaces.
 _FORBIDDEN_VOLUME_ROOTS = ("/proc", "/sys", "/dev")
-_HASH_CHUNK = 1 << 20
 # "Step 3/12 : RUN ..." is how the legacy builder announces each Dockerfile instruction.
 _BUILD_STEP_RE = re.compile(r"^Step (\d+)/(\d+) :")
 # A build logs its step at most this often (plus its first and last step): a long pip install still
 # shows signs of life without flooding the log.
 _BUILD_PROGRESS_S = 15.0
+# A Dockerfile has at most a few hundred steps; more " ---> <id>" lines than this are the miner's noise.
+_MAX_REPORTED_LAYERS = 4096
 _slog = structlog.get_logger(__name__)
 # Errors the docker SDK lets through from its HTTP layer when the daemon is unreachable or hangs.
 _TRANSPORT_ERRORS = (
@@ -136,6 +145,8 @@ class SandboxConfig:
     nofile_limit: int = 4096
     # Size of the tmpfs mounted over each VOLUME the image declares (instead of a writable volume).
     volume_tmpfs_size: str = "64m"
+    # Largest build context sent to the daemon (tar headers included), after .dockerignore.
+    context_max_bytes: int = 20 * 2**30 + 256 * 2**20
 
     def __post_init__(self) -> None:
         if not _VALIDATOR_ID_RE.match(self.validator_id):
@@ -149,6 +160,8 @@ class SandboxConfig:
             raise ValueError("timeouts must be positive")
         if self.image_cache_size < 0 or self.build_cpu_shares <= 0 or self.nofile_limit <= 0:
             raise ValueError("image_cache_size, build_cpu_shares and nofile_limit must not be negative")
+        if self.context_max_bytes <= 0:
+            raise ValueError("context_max_bytes must be positive")
         for name in ("memory", "tmpfs_size", "build_memory", "shm_size", "volume_tmpfs_size"):
             value = getattr(self, name)
             # Fail at configuration time, not at the first miner's run.
@@ -181,11 +194,12 @@ def object_labels(
     revision: str,
     repo_id: str | None = None,
     context: str | None = None,
+    hotkey: str | None = None,
 ) -> dict[str, str]:
     """Labels put on every image, container and network made for one submission.
 
     Images also carry ``repo_id`` and the build-context digest: together with the revision they are the
-    key under which a built image is reused.
+    key under which a built image is reused. The miner's ``hotkey`` says whose cache an image may seed.
     """
     labels = {
         LABEL_MANAGED: "true",
@@ -197,6 +211,8 @@ def object_labels(
         labels[LABEL_REPO] = repo_id
     if context is not None:
         labels[LABEL_CONTEXT] = context
+    if hotkey is not None:
+        labels[LABEL_HOTKEY] = hotkey
     return labels
 
 
@@ -209,35 +225,6 @@ def created_at(image_attrs: dict[str, Any]) -> float:
         return datetime.fromisoformat(str(created)).timestamp()
     except ValueError:
         return 0.0
-
-
-def context_digest(repo_dir: Path, build_args: dict[str, str]) -> str:
-    """SHA-256 over the build context (paths, modes, contents) and the build args, in hex.
-
-    A revision names fixed content on the hub, but not every repo source is the hub (local folders in
-    tests and demos reuse revisions), so the cache key also covers what the daemon would actually build.
-    Symlinks are hashed as their target text and special files (FIFOs, devices) by name only: following
-    or opening them could read outside the repo or block forever.
-    """
-    digest = hashlib.sha256()
-    digest.update(json.dumps(sorted(build_args.items())).encode())
-    root = str(repo_dir)
-    for current, dirs, files in os.walk(root, followlinks=False):
-        dirs.sort()
-        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(current, d))]:
-            path = os.path.join(current, name)
-            relative = os.path.relpath(path, root)
-            info = os.lstat(path)
-            digest.update(f"\0{relative}\0{stat.S_IFMT(info.st_mode)}:{info.st_mode & 0o7777}\0".encode())
-            if stat.S_ISLNK(info.st_mode):
-                digest.update(os.readlink(path).encode(errors="surrogateescape"))
-            elif stat.S_ISREG(info.st_mode):
-                digest.update(str(info.st_size).encode())
-                with open(path, "rb") as handle:
-                    while chunk := handle.read(_HASH_CHUNK):
-                        digest.update(chunk)
-        # Symlinked directories were hashed as links above; os.walk does not descend into them.
-    return digest.hexdigest()
 
 
 def image_volumes(image_attrs: dict[str, Any], where: str) -> list[str]:
@@ -391,47 +378,51 @@ class DockerSandbox:
 
     async def _image_for(self, client: docker.DockerClient, submission: Submission, repo_dir: Path) -> str:
         """The image id to run ``submission``: reused when this exact context was built before."""
+        config = self._config
         where = f"{submission.repo_id}@{submission.short_revision}"
         if not (repo_dir / "Dockerfile").is_file():
             raise BuildFailed(f"{where}: no Dockerfile in the repo")
         try:
-            digest = await asyncio.to_thread(context_digest, repo_dir, dict(self._config.build_args))
+            context = await asyncio.to_thread(
+                prepare_context, repo_dir, dict(config.build_args), config.context_max_bytes
+            )
         except OSError as exc:
             raise BuildFailed(f"{where}: the repo cannot be read: {exc}") from exc
+        digest = context.digest
         key = f"{submission.repo_id}@{submission.revision}@{digest}"
         async with self._build_locks.setdefault(key, asyncio.Lock()):
             cached = await self._cached_image(client, submission, digest)
             if cached is not None:
                 image_id = str(cached.id)
-                tag = image_tag(self._config.validator_id, submission.uid, submission.revision)
+                tag = image_tag(config.validator_id, submission.uid, submission.revision)
                 if tag not in cached.tags:
                     # Another uid submitted the same repo and revision: tag it for this one too.
                     repository, _, version = tag.partition(":")
                     await self._blocking(client.api.tag, image_id, repository, version, what="tag an image")
             else:
-                image_id = await self._timed_build(client, submission, repo_dir, digest)
+                image_id = await self._timed_build(client, submission, repo_dir, context)
             self._pinned[image_id] += 1
             self._last_used[image_id] = time.time()
         if cached is None:
             # A fresh image may push the cache past its size: trim it now (never the image just built).
             try:
-                await self.prune_images(keep_latest=self._config.image_cache_size, keep={image_id})
+                await self.prune_images(keep_latest=config.image_cache_size, keep={image_id})
             except InfrastructureError:
                 pass  # a full cache is not worth failing an evaluation for; the next start retries
         return image_id
 
     async def _timed_build(
-        self, client: docker.DockerClient, submission: Submission, repo_dir: Path, digest: str
+        self, client: docker.DockerClient, submission: Submission, repo_dir: Path, context: PreparedContext
     ) -> str:
         """``_build``, timed for ``observe_build`` and logged at its start and end."""
         started = time.monotonic()
         outcome = "error"
-        _slog.info("image build started")
+        _slog.info("image build started", context_bytes=context.size)
         try:
-            image_id = await self._build(client, submission, repo_dir, digest)
+            image_id = await self._build(client, submission, repo_dir, context)
             outcome = "built"
             return image_id
-        except BuildFailed:
+        except SubmissionRejected:
             outcome = "failed"
             raise
         finally:
@@ -454,53 +445,104 @@ class DockerSandbox:
             self._build_containers.discard(container_id)
         return removed
 
+    async def _previous_image(self, client: docker.DockerClient, submission: Submission) -> str | None:
+        """This validator's most recent image of the same miner (hotkey), to seed its build cache."""
+        filters = ownership_filter(self._config.validator_id)
+        filters["label"].append(f"{LABEL_HOTKEY}={submission.hotkey}")
+        images = await self._blocking(client.images.list, filters=filters, what="look up the miner's images")
+        if not images:
+            return None
+        return str(max(images, key=lambda image: created_at(image.attrs)).id)
+
+    def _build_params(
+        self, submission: Submission, context: PreparedContext, cache_from: str | None
+    ) -> dict[str, str]:
+        """The query of this submission's build (one line per extra parameter)."""
+        config = self._config
+        return build_params(
+            tag=image_tag(config.validator_id, submission.uid, submission.revision),
+            labels=object_labels(
+                config.validator_id,
+                submission.uid,
+                submission.revision,
+                submission.repo_id,
+                context.digest,
+                submission.hotkey,
+            ),
+            build_args=config.build_args,
+            network_mode=config.build_network,
+            memory=docker.utils.parse_bytes(config.build_memory),
+            cpu_shares=config.build_cpu_shares,
+            shm_size=docker.utils.parse_bytes(config.shm_size),
+            cache_from=cache_from,
+        )
+
+    async def _image_ids(self, client: docker.DockerClient) -> set[str]:
+        """Ids of every image on the daemon, intermediate ones included."""
+        ids = await self._blocking(client.api.images, all=True, quiet=True, what="list all images")
+        return {str(image_id) for image_id in ids}
+
+    async def _remove_build_images(
+        self, client: docker.DockerClient, reported: list[str], before: set[str], built: str | None
+    ) -> int:
+        """Remove the intermediate images this build left, under ``build_leftovers``' rule; the count."""
+        listing = await self._blocking(client.api.images, all=True, what="list all images")
+        removed = 0
+        for image_id in leftover_images(listing, reported, before, built):
+            try:
+                # No force: the daemon refuses images a container uses or that have children. No
+                # pruning of parents: every removal is one this rule checked.
+                await self._blocking(
+                    client.api.remove_image, image_id, force=False, noprune=True, what="remove a build layer"
+                )
+                removed += 1
+            except docker.errors.NotFound:
+                continue
+            except InfrastructureError as exc:
+                if isinstance(exc.__cause__, docker.errors.APIError) and exc.__cause__.status_code == 409:
+                    continue  # in use, or a parent of an image that is not ours: not ours to remove
+                raise
+        if removed:
+            _slog.info("build layers removed", count=removed)
+        return removed
+
     async def _build(
-        self, client: docker.DockerClient, submission: Submission, repo_dir: Path, digest: str
+        self, client: docker.DockerClient, submission: Submission, repo_dir: Path, context: PreparedContext
     ) -> str:
         """Build ``repo_dir`` and return the image id; BuildFailed carries the end of the build log."""
         config = self._config
-        build_memory = docker.utils.parse_bytes(config.build_memory)
         steps: set[str] = set()
         log: deque[str] = deque(maxlen=200)
+        # Ids named by " ---> <id>" lines: what this build committed or reused (checked before removal).
+        layers: dict[str, None] = {}
         abort = threading.Event()
         deadline = time.monotonic() + config.build_timeout_s
-        kwargs = {
-            "path": str(repo_dir),
-            "tag": image_tag(config.validator_id, submission.uid, submission.revision),
-            "labels": object_labels(
-                config.validator_id, submission.uid, submission.revision, submission.repo_id, digest
-            ),
-            "rm": True,
-            "forcerm": True,
-            "pull": False,
-            "buildargs": dict(config.build_args),
-            "network_mode": config.build_network,
-            # memswap equal to memory: no swap, so a build cannot push the host into swapping.
-            "container_limits": {
-                "memory": build_memory,
-                "memswap": build_memory,
-                "cpushares": config.build_cpu_shares,
-            },
-            "shmsize": docker.utils.parse_bytes(config.shm_size),
-            # The SDK would copy proxy settings (maybe with credentials) from the validator's docker
-            # config into build args, where every RUN step of the miner's Dockerfile can read them.
-            "use_config_proxy": False,
-            # The SDK applies this as the socket read timeout: it ends a build that goes silent.
-            "timeout": int(config.build_timeout_s) + 1,
-            "decode": True,
-        }
+        previous = await self._previous_image(client, submission)
+        params = self._build_params(submission, context, previous)
+        before = await self._image_ids(client)
 
+        def check() -> None:
+            if abort.is_set() or time.monotonic() > deadline:
+                raise _BuildAborted
+
+        body = tar_stream(repo_dir, context.members, max_bytes=config.context_max_bytes, check=check)
+        # The socket timeout ends a build that goes silent for longer than the whole deadline.
+        request = BuildRequest(client.api, params, body, timeout_s=int(config.build_timeout_s) + 1)
         progress = Throttle(every_n=1_000_000, every_s=_BUILD_PROGRESS_S)
         started = time.monotonic()
 
         def run() -> str | None:
-            stream = client.api.build(**kwargs)
             image_id: str | None = None
-            try:
-                for chunk in stream:
+            with contextlib.closing(request.events()) as events:
+                for chunk in events:
                     if "stream" in chunk:
-                        log.extend(line for line in str(chunk["stream"]).splitlines() if line.strip())
-                        step = _BUILD_STEP_RE.match(str(chunk["stream"]))
+                        text = str(chunk["stream"])
+                        lines = [line for line in text.splitlines() if line.strip()]
+                        log.extend(lines)
+                        for layer in reported_layers(lines):
+                            if len(layers) < _MAX_REPORTED_LAYERS:  # the miner prints these too
+                                layers.setdefault(layer)
+                        step = _BUILD_STEP_RE.match(text)
                         # Only the step numbers: the instruction text is the miner's.
                         if step and (progress.due() or step.group(1) in ("1", step.group(2))):
                             _slog.info(
@@ -508,8 +550,8 @@ class DockerSandbox:
                                 step=f"{step.group(1)}/{step.group(2)}",
                                 elapsed_s=round(time.monotonic() - started),
                             )
-                        steps.update(_BUILD_CONTAINER_RE.findall(str(chunk["stream"])))
-                        match = re.search(r"Successfully built ([0-9a-f]{12,64})", str(chunk["stream"]))
+                        steps.update(_BUILD_CONTAINER_RE.findall(text))
+                        match = re.search(r"Successfully built ([0-9a-f]{12,64})", text)
                         if match:
                             image_id = match.group(1)
                     if "error" in chunk:
@@ -518,11 +560,7 @@ class DockerSandbox:
                     aux = chunk.get("aux")
                     if isinstance(aux, dict) and aux.get("ID"):
                         image_id = str(aux["ID"])
-                    if abort.is_set() or time.monotonic() > deadline:
-                        raise _BuildAborted
-            finally:
-                # Closing the stream drops the connection, which makes the daemon cancel the build.
-                stream.close()
+                    check()
             return image_id
 
         where = f"{submission.repo_id}@{submission.short_revision}"
@@ -530,12 +568,16 @@ class DockerSandbox:
             try:
                 image_id = await asyncio.wait_for(asyncio.to_thread(run), config.build_timeout_s + 30)
             except BaseException:
-                # forcerm and the dropped connection normally make the daemon remove the step containers;
-                # whatever it left (seen in the build output) goes here, and in cleanup() if this fails.
+                # Stop the thread now (also on cancellation), then remove what the build left: its step
+                # containers (forcerm and the dropped connection normally do) before its images.
+                abort.set()
+                request.cancel()
                 self._build_containers.update(steps)
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     # Bounded: a hung daemon must not hold a failed build for minutes.
-                    await asyncio.shield(asyncio.wait_for(self._reap_build_steps(client, steps), 15))
+                    await asyncio.shield(
+                        asyncio.wait_for(self._after_failed_build(client, steps, list(layers), before), 30)
+                    )
                 raise
         except (TimeoutError, _BuildAborted, urllib3.exceptions.ReadTimeoutError) as exc:
             # The SDK streams the build from the raw socket, so a build that stayed silent past the
@@ -552,19 +594,43 @@ class DockerSandbox:
         except _TRANSPORT_ERRORS as exc:
             raise InfrastructureError(f"docker: build of {where} failed: {exc}") from exc
         finally:
-            # Also on cancellation: the thread then drops the build at its next chunk of output.
             abort.set()
         if not image_id:
             raise BuildFailed(f"build of {where} produced no image:\n{_tail(chr(10).join(log))}")
-        image_id = str(image_id)
-        # The legacy builder reports a short id; the full one is what other tools and logs show.
+        built = await self._verified_image(client, str(image_id), context.digest, where)
+        # A multi-stage build leaves its earlier stages behind even when it succeeds.
+        with contextlib.suppress(InfrastructureError):
+            await self._remove_build_images(client, list(layers), before, built)
+        return built
+
+    async def _verified_image(
+        self, client: docker.DockerClient, image_id: str, digest: str, where: str
+    ) -> str:
+        """The full id of the image the build reported, checked to be the one this build labelled.
+
+        "Successfully built <id>" is text a RUN step can print too; the labels of the final step are not.
+        """
         try:
             inspected = await self._blocking(
                 client.api.inspect_image, image_id, what="inspect the built image"
             )
         except docker.errors.NotFound as exc:
             raise InfrastructureError(f"docker: the image built for {where} vanished") from exc
+        labels = (inspected.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_CONTEXT) != digest or labels.get(LABEL_ID) != self._config.validator_id:
+            raise BuildFailed(f"build of {where} reported image {image_id[:19]}, which it did not build")
         return str(inspected["Id"])
+
+    async def _after_failed_build(
+        self, client: docker.DockerClient, steps: set[str], layers: list[str], before: set[str]
+    ) -> None:
+        """Remove the step containers, then the intermediate images, of a failed or aborted build."""
+        try:
+            await self._reap_build_steps(client, steps)
+            await self._remove_build_images(client, layers, before, None)
+        except (InfrastructureError, docker.errors.DockerException) as exc:
+            # The build's own error is what the caller needs; this one only leaves layers behind.
+            _slog.warning("build leftovers not removed", error=str(exc)[:300])
 
     async def _reap_build_steps(self, client: docker.DockerClient, steps: set[str]) -> None:
         """Remove the step containers of an aborted build once the daemon had a moment to do so itself."""
