@@ -75,3 +75,15 @@ def test_unknown_subsets_are_refused_at_start() -> None:
     with pytest.raises(ValidationError, match="unknown VoiceBench subsets"):
         load_settings(["--subsets", '["openbookqa", "nope"]'])
     assert load_settings(["--subsets", '["commoneval"]']).subsets == ["commoneval"]
+
+
+def test_build_context_cap_follows_the_repo_cap_and_never_undercuts_it() -> None:
+    from validator.app import sandbox_config
+
+    settings = load_settings(["--max-repo-bytes", str(2**30)])
+    assert settings.context_max_bytes == 2**30 + 256 * 2**20
+    assert sandbox_config(settings).context_max_bytes == settings.context_max_bytes
+    assert load_settings(["--build-context-bytes", str(30 * 2**30)]).context_max_bytes == 30 * 2**30
+    # A repo fetch accepted must never fail its build for size: that would be charged to the miner.
+    with pytest.raises(ValidationError, match="build_context_bytes must be at least max_repo_bytes"):
+        load_settings(["--max-repo-bytes", str(2**30), "--build-context-bytes", str(2**29)])
