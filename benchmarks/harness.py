@@ -21,8 +21,11 @@ measured value and PASS/MISS) and writes every number to ``--out`` as JSON. Sect
 4. cold/warm: the example miner (constant, and the ASR + LLM variant when scripts/asr_llm_miner.sh has
    assembled it) through the hub source, the repo cache and the real dockerd (offline build FROM the
    local base image): time to "miner ready" of a revision's first evaluation and of a re-evaluation
-   (repo cache hit, image reused). The target is judged on the ASR + LLM miner, whose build installs
-   326 MB of wheels and models as a real miner's does. Skipped, saying why, when no dockerd answers.
+   (repo cache hit, image reused), then of the miner's next revision that changes only model files (a
+   new fetch and build, its cache seeded by the miner's own previous image: no cache is shared between
+   miners, so this is the only reuse), as a ratio to the cold build+start of the same run. The target
+   is judged on the ASR + LLM miner, whose build installs 326 MB of wheels and models as a real miner's
+   does. Skipped, saying why, when no dockerd answers.
 5. memory: peak RSS of a fresh process evaluating N samples of 30 s audio (instant miner and judge) for
    several N; the slope in MB per 1000 samples says whether the harness keeps anything per sample.
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import heapq
 import json
@@ -495,7 +499,12 @@ async def run_cold_warm(scale: Scale, work: Path) -> dict[str, Any]:
                 revision = await asyncio.to_thread(publish, work / "hub", f"bench/{name}", repo)
                 submission = Submission(uid=uid, hotkey=hotkey, repo_id=f"bench/{name}", revision=revision)
                 timings: dict[str, Any] = {"revision": revision}
-                for label in ("cold", "warm"):
+                for label in ("cold", "warm", "new_revision"):
+                    if label == "new_revision":
+                        # The miner's next revision changes only model files: a fresh fetch and build,
+                        # whose cache the miner's own previous image seeds (dependency layers reused).
+                        revision = await asyncio.to_thread(_new_model_revision, work / "hub", name, repo)
+                        submission = dataclasses.replace(submission, revision=revision)
                     started = time.monotonic()
                     await evaluate(pipeline, submission)
                     timings[label] = {
@@ -505,6 +514,10 @@ async def run_cold_warm(scale: Scale, work: Path) -> dict[str, Any]:
                         "evaluation_s": time.monotonic() - started,
                     }
                 timings["speedup"] = timings["cold"]["ready_s"] / timings["warm"]["ready_s"]
+                # Both builds ran in this run: a cold one (no cache) and one seeded by the miner's own image.
+                timings["revision_build_speedup"] = (
+                    timings["cold"]["build_and_start_s"] / timings["new_revision"]["build_and_start_s"]
+                )
                 out["miners"][name] = timings
     finally:
         # Shielded: an interrupted run must still remove its containers, networks and images.
@@ -513,6 +526,17 @@ async def run_cold_warm(scale: Scale, work: Path) -> dict[str, Any]:
     out["target_miner"] = miners[-1][0]
     out["speedup"] = out["miners"][out["target_miner"]]["speedup"]
     return out
+
+
+def _new_model_revision(hub_root: Path, name: str, repo: Path) -> str:
+    """Change only the miner's model files and publish that as its next revision. Blocking."""
+    from evaluation.localhub import publish
+
+    config_path = repo / "model" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["bench_revision"] = int(config.get("bench_revision", 0)) + 1
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return publish(hub_root, f"bench/{name}", repo)
 
 
 async def _remove_docker_objects(sandbox: Any) -> None:
@@ -681,15 +705,23 @@ def _cold_warm_rows(section: Mapping[str, Any]) -> list[Row]:
         out.append(Row("4 cold/warm", "skipped", cw["skipped"]))
     else:
         for name, timings in cw["miners"].items():
-            for label in ("cold", "warm"):
+            for label in ("cold", "warm", "new_revision"):
                 r = timings[label]
+                what = label if label != "new_revision" else "new revision, model files only (own cache)"
                 out.append(
                     Row(
                         "4 cold/warm",
-                        f"{name} miner, {label}: time to miner ready (fetch, build+start)",
+                        f"{name} miner, {what}: time to miner ready (fetch, build+start)",
                         f"{r['ready_s']:.2f} s ({r['fetch_s']:.2f} s, {r['build_and_start_s']:.2f} s)",
                     )
                 )
+            out.append(
+                Row(
+                    "4 cold/warm",
+                    f"{name} miner: build+start of a cold build / of its model-only new revision",
+                    f"{timings['revision_build_speedup']:.1f}x",
+                )
+            )
             judged = name == cw["target_miner"]
             out.append(
                 Row(

@@ -43,6 +43,7 @@ from evaluation.localhub import publish
 from evaluation.miner_client import MinerClient
 from evaluation.sandbox.docker_sandbox import (
     IMAGE_REPOSITORY,
+    LABEL_ID,
     LABEL_UID,
     DockerSandbox,
     SandboxConfig,
@@ -330,7 +331,9 @@ def hostile_round(
         seen = {image.id: image for image in client.images.list(IMAGE_REPOSITORY)}
         seen.update({image.id: image for image in client.images.list(filters=filters)})
         for image in seen.values():
-            uids = {int(image.labels[LABEL_UID])} if LABEL_UID in image.labels else set()
+            # Only this round's validator: other test sessions on the daemon use the same uids.
+            ours = LABEL_UID in image.labels and image.labels.get(LABEL_ID) == validator_id
+            uids = {int(image.labels[LABEL_UID])} if ours else set()
             for tag in image.tags:
                 match = re.match(rf"{IMAGE_REPOSITORY}:{re.escape(validator_id)}-uid(\d+)-", tag)
                 if match:
