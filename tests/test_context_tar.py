@@ -221,6 +221,18 @@ def test_leftovers_spare_the_built_image_and_its_ancestors() -> None:
     assert leftover_images(listing, reported, {full("0")}, built=full("2")) == [full("9"), full("8")]
 
 
+def test_one_genuine_id_recovers_its_whole_chain() -> None:
+    listing = [
+        image("0", tags=["base:1"]),
+        image("1", "0"),
+        image("2", "1"),
+        image("3", "2"),
+        image("4", "0"),
+    ]
+    # Only the middle step was recorded (a flood of fake lines pushed the others out).
+    assert leftover_images(listing, ["2" * 12], {full("0")}) == [full("3"), full("2"), full("1")]
+
+
 def test_an_ambiguous_short_id_names_nothing() -> None:
     a = {"Id": "sha256:abc" + "0" * 61, "ParentId": "", "RepoTags": None, "RepoDigests": None}
     b = {"Id": "sha256:abc" + "1" * 61, "ParentId": "", "RepoTags": None, "RepoDigests": None}

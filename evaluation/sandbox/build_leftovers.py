@@ -6,8 +6,9 @@ carries our labels, so label-based cleanup never finds them; a multi-stage build
 the last even when it succeeds. But the build output is the miner's text too: a ``RUN`` step can print
 a `` ---> <id>`` line naming someone else's image. So an image is removed only when all of these hold:
 
-1. its id was named in this build's output, or its parent is an image this rule already selected (a
-   step the daemon committed after we stopped reading an aborted build);
+1. its id was named in this build's output, or it is a parent or child of an image this rule already
+   selected (one genuine id recovers its whole chain: a step committed after we stopped reading an
+   aborted build, or ids a flood of fake lines pushed out of the bounded record);
 2. it did not exist when the build began (the daemon's listing just before the build);
 3. it has no tag and no registry digest;
 4. it is not the built image nor one of its ancestors;
@@ -79,9 +80,12 @@ def leftover_images(
             selected.add(matches[0])
     grew = True
     while grew:
-        children = {i for i in fresh - selected if str(by_id[i].get("ParentId") or "") in selected}
-        selected |= children
-        grew = bool(children)
+        parents = {str(by_id[i].get("ParentId") or "") for i in selected}
+        related = {
+            i for i in fresh - selected if i in parents or str(by_id[i].get("ParentId") or "") in selected
+        }
+        selected |= related
+        grew = bool(related)
 
     among = {image_id: by_id[image_id] for image_id in selected}
     return sorted(selected, key=lambda image_id: (-len(_ancestors(image_id, among)), image_id))

@@ -102,8 +102,9 @@ _BUILD_STEP_RE = re.compile(r"^Step (\d+)/(\d+) :")
 # A build logs its step at most this often (plus its first and last step): a long pip install still
 # shows signs of life without flooding the log.
 _BUILD_PROGRESS_S = 15.0
-# A Dockerfile has at most a few hundred steps; more " ---> <id>" lines than this are the miner's noise.
-_MAX_REPORTED_LAYERS = 4096
+# A Dockerfile has at most a few hundred steps; more " ---> <id>" lines than this are the miner's noise
+# (one genuine id per stage suffices, see build_leftovers).
+_MAX_REPORTED_LAYERS = 10_000
 _slog = structlog.get_logger(__name__)
 # Errors the docker SDK lets through from its HTTP layer when the daemon is unreachable or hangs.
 _TRANSPORT_ERRORS = (
@@ -296,6 +297,71 @@ def _tail(text: str, lines: int = _LOG_TAIL_LINES, chars: int = _LOG_TAIL_CHARS)
 
 class _BuildAborted(Exception):
     """Raised inside the build thread when the deadline passed or the caller gave up."""
+
+
+class _BuildOutput:
+    """What one build's messages said: log tail, step containers, image ids, the image built.
+
+    All of it is the miner's text as much as the builder's (a RUN step prints what it likes): the step
+    containers and ids are only hints that later checks verify.
+    """
+
+    def __init__(self) -> None:
+        self.log: deque[str] = deque(maxlen=200)
+        self.steps: set[str] = set()
+        # Ids named by " ---> <id>" lines: what the build committed or reused (checked before removal).
+        self.layers: dict[str, None] = {}
+        self.image_id: str | None = None
+        self._flooded = False
+        self._progress = Throttle(every_n=1_000_000, every_s=_BUILD_PROGRESS_S)
+        self._started = time.monotonic()
+        # The build thread writes while the event loop may read (a cancelled build cleaning up).
+        self._lock = threading.Lock()
+
+    def take(self, message: dict[str, Any]) -> None:
+        """Record one message of the daemon; BuildFailed for its error message."""
+        if "stream" in message:
+            with self._lock:
+                self._take_text(str(message["stream"]))
+        if "error" in message:
+            with self._lock:
+                self.log.append(str(message["error"]))
+            raise BuildFailed(str(message["error"]))
+        aux = message.get("aux")
+        if isinstance(aux, dict) and aux.get("ID"):
+            self.image_id = str(aux["ID"])
+
+    def _take_text(self, text: str) -> None:
+        lines = [line for line in text.splitlines() if line.strip()]
+        self.log.extend(lines)
+        for layer in reported_layers(lines):
+            if len(self.layers) < _MAX_REPORTED_LAYERS:
+                self.layers.setdefault(layer)
+            elif layer not in self.layers and not self._flooded:
+                self._flooded = True
+                _slog.warning("build output names too many image ids; not all are recorded")
+        step = _BUILD_STEP_RE.match(text)
+        # Only the step numbers: the instruction text is the miner's.
+        if step and (self._progress.due() or step.group(1) in ("1", step.group(2))):
+            _slog.info(
+                "image build progress",
+                step=f"{step.group(1)}/{step.group(2)}",
+                elapsed_s=round(time.monotonic() - self._started),
+            )
+        self.steps.update(_BUILD_CONTAINER_RE.findall(text))
+        match = re.search(r"Successfully built ([0-9a-f]{12,64})", text)
+        if match:
+            self.image_id = match.group(1)
+
+    def seen(self) -> tuple[set[str], list[str]]:
+        """A copy of the step containers and image ids named so far."""
+        with self._lock:
+            return set(self.steps), list(self.layers)
+
+    def tail(self) -> str:
+        """The end of the build log, for a failure's reason."""
+        with self._lock:
+            return _tail("\n".join(self.log))
 
 
 class DockerSandbox:
@@ -511,10 +577,7 @@ class DockerSandbox:
     ) -> str:
         """Build ``repo_dir`` and return the image id; BuildFailed carries the end of the build log."""
         config = self._config
-        steps: set[str] = set()
-        log: deque[str] = deque(maxlen=200)
-        # Ids named by " ---> <id>" lines: what this build committed or reused (checked before removal).
-        layers: dict[str, None] = {}
+        output = _BuildOutput()
         abort = threading.Event()
         deadline = time.monotonic() + config.build_timeout_s
         previous = await self._previous_image(client, submission)
@@ -528,65 +591,37 @@ class DockerSandbox:
         body = tar_stream(repo_dir, context.members, max_bytes=config.context_max_bytes, check=check)
         # The socket timeout ends a build that goes silent for longer than the whole deadline.
         request = BuildRequest(client.api, params, body, timeout_s=int(config.build_timeout_s) + 1)
-        progress = Throttle(every_n=1_000_000, every_s=_BUILD_PROGRESS_S)
-        started = time.monotonic()
 
-        def run() -> str | None:
-            image_id: str | None = None
+        def run() -> None:
             with contextlib.closing(request.events()) as events:
-                for chunk in events:
-                    if "stream" in chunk:
-                        text = str(chunk["stream"])
-                        lines = [line for line in text.splitlines() if line.strip()]
-                        log.extend(lines)
-                        for layer in reported_layers(lines):
-                            if len(layers) < _MAX_REPORTED_LAYERS:  # the miner prints these too
-                                layers.setdefault(layer)
-                        step = _BUILD_STEP_RE.match(text)
-                        # Only the step numbers: the instruction text is the miner's.
-                        if step and (progress.due() or step.group(1) in ("1", step.group(2))):
-                            _slog.info(
-                                "image build progress",
-                                step=f"{step.group(1)}/{step.group(2)}",
-                                elapsed_s=round(time.monotonic() - started),
-                            )
-                        steps.update(_BUILD_CONTAINER_RE.findall(text))
-                        match = re.search(r"Successfully built ([0-9a-f]{12,64})", text)
-                        if match:
-                            image_id = match.group(1)
-                    if "error" in chunk:
-                        log.append(str(chunk["error"]))
-                        raise BuildFailed(str(chunk["error"]))
-                    aux = chunk.get("aux")
-                    if isinstance(aux, dict) and aux.get("ID"):
-                        image_id = str(aux["ID"])
+                for message in events:
+                    output.take(message)
                     check()
-            return image_id
 
         where = f"{submission.repo_id}@{submission.short_revision}"
         try:
             try:
-                image_id = await asyncio.wait_for(asyncio.to_thread(run), config.build_timeout_s + 30)
+                await asyncio.wait_for(asyncio.to_thread(run), config.build_timeout_s + 30)
             except BaseException:
                 # Stop the thread now (also on cancellation), then remove what the build left: its step
                 # containers (forcerm and the dropped connection normally do) before its images.
                 abort.set()
                 request.cancel()
+                steps, layers = output.seen()
                 self._build_containers.update(steps)
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     # Bounded: a hung daemon must not hold a failed build for minutes.
-                    await asyncio.shield(
-                        asyncio.wait_for(self._after_failed_build(client, steps, list(layers), before), 30)
-                    )
+                    leftovers = self._after_failed_build(client, steps, layers, before)
+                    await asyncio.shield(asyncio.wait_for(leftovers, 30))
                 raise
         except (TimeoutError, _BuildAborted, urllib3.exceptions.ReadTimeoutError) as exc:
             # The SDK streams the build from the raw socket, so a build that stayed silent past the
             # socket timeout surfaces as urllib3's ReadTimeoutError.
             raise BuildFailed(
-                f"build of {where} exceeded {config.build_timeout_s:.0f}s:\n{_tail(chr(10).join(log))}"
+                f"build of {where} exceeded {config.build_timeout_s:.0f}s:\n{output.tail()}"
             ) from exc
         except BuildFailed as exc:
-            raise BuildFailed(f"build of {where} failed: {exc}\n{_tail(chr(10).join(log))}") from exc
+            raise BuildFailed(f"build of {where} failed: {exc}\n{output.tail()}") from exc
         except docker.errors.APIError as exc:
             if exc.is_client_error():  # e.g. a Dockerfile the daemon cannot parse
                 raise BuildFailed(f"build of {where} rejected: {exc.explanation or exc}") from exc
@@ -595,12 +630,12 @@ class DockerSandbox:
             raise InfrastructureError(f"docker: build of {where} failed: {exc}") from exc
         finally:
             abort.set()
-        if not image_id:
-            raise BuildFailed(f"build of {where} produced no image:\n{_tail(chr(10).join(log))}")
-        built = await self._verified_image(client, str(image_id), context.digest, where)
+        if not output.image_id:
+            raise BuildFailed(f"build of {where} produced no image:\n{output.tail()}")
+        built = await self._verified_image(client, output.image_id, context.digest, where)
         # A multi-stage build leaves its earlier stages behind even when it succeeds.
         with contextlib.suppress(InfrastructureError):
-            await self._remove_build_images(client, list(layers), before, built)
+            await self._remove_build_images(client, output.seen()[1], before, built)
         return built
 
     async def _verified_image(
