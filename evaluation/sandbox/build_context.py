@@ -94,6 +94,7 @@ def context_members(repo_dir: Path, rules: IgnoreMatcher | None = None) -> list[
         raise RepoInvalid(f"{DOCKERFILE} must be a regular file at the top of the repo")
     kept: list[ContextMember] = []
     folders: dict[str, ContextMember] = {}
+    seen = 0
     # Depth-first with an explicit stack: a deep tree must not hit the interpreter's recursion limit.
     stack: list[tuple[str, Cursor | None]] = [("", rules.root() if rules else None)]
     while stack:
@@ -105,6 +106,9 @@ def context_members(repo_dir: Path, rules: IgnoreMatcher | None = None) -> list[
             rel = prefix + entry.name
             if rel == IGNORE_FILE:
                 continue
+            seen += 1
+            if seen > MAX_MEMBERS:
+                raise RepoInvalid(f"the build context has more than {MAX_MEMBERS} entries")
             member = _member(entry, rel)
             excluded, inside = False, None
             if rules is not None and cursor is not None and rel != DOCKERFILE:
@@ -116,8 +120,6 @@ def context_members(repo_dir: Path, rules: IgnoreMatcher | None = None) -> list[
                     below.append((rel + "/", inside))
             if not excluded:
                 kept.append(member)
-            if len(kept) + len(folders) > MAX_MEMBERS:
-                raise RepoInvalid(f"the build context has more than {MAX_MEMBERS} entries")
         stack.extend(reversed(below))
     return _with_parents(kept, folders)
 
