@@ -84,6 +84,9 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         volume_tmpfs_size=settings.sandbox_volume_tmpfs_size,
         build_memory=settings.build_memory,
         build_cpu_shares=settings.build_cpu_shares,
+        build_pids_limit=settings.build_pids_limit,
+        build_disk_limit=settings.build_disk_limit,
+        build_min_free_disk=settings.build_min_free_disk,
         image_cache_size=settings.image_cache_size,
     )
 

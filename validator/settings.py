@@ -138,6 +138,17 @@ class Settings(BaseSettings):
     )
     build_memory: str = Field("4g", description="Memory limit of each image build step (no swap).")
     build_cpu_shares: int = Field(512, gt=0, description="CPU weight of image build steps.")
+    build_pids_limit: int = Field(
+        1024, gt=0, description="Processes of one image build, all its steps together (a cgroup of its own)."
+    )
+    build_disk_limit: str = Field(
+        "60g", description="Disk one image build may write (layers, step volumes); more: the miner's fault."
+    )
+    build_min_free_disk: str = Field(
+        "20g",
+        description="Free space the docker data root needs before a build; less is our failure (retried "
+        "later). 0: no check.",
+    )
     image_cache_size: int = Field(
         8, ge=0, description="Unused miner images kept for reuse; least recently used go first."
     )

@@ -15,7 +15,9 @@ Isolation of one miner run:
 * ``VOLUME`` instructions in the image would give the miner writable anonymous volumes outside the
   read-only root and the tmpfs cap; each is covered by a small tmpfs instead (see ``_image_volumes``).
 * Build steps run with a memory (and no-swap) limit and reduced CPU shares; the build containers the
-  legacy builder starts are tracked from its output and removed if a failed build leaves any.
+  legacy builder starts are tracked from its output and removed if a failed build leaves any. The
+  build as a whole runs under a process bound and a disk watchdog, after a free-space check of the
+  daemon's data root (``build_limits``).
 * Images are cached per (repo, revision, build-context digest, build args): a submission already built is
   never built again; the least recently used images beyond ``image_cache_size`` are removed.
 
@@ -63,6 +65,7 @@ import urllib3.exceptions
 from evaluation.errors import BuildFailed, InfrastructureError, StartFailed
 from evaluation.health import Health, parse_health
 from evaluation.progress import Observe, Throttle
+from evaluation.sandbox.build_limits import BuildHost, BuildLimitsConfig
 from evaluation.sandbox.port import RunningModel
 from evaluation.types import Submission
 
@@ -136,6 +139,12 @@ class SandboxConfig:
     nofile_limit: int = 4096
     # Size of the tmpfs mounted over each VOLUME the image declares (instead of a writable volume).
     volume_tmpfs_size: str = "64m"
+    # Bounds of a build as a whole (see build_limits): processes of all its steps together, bytes it
+    # may write, free space the data root needs before a build starts ("0": no check), watchdog period.
+    build_pids_limit: int = 1024
+    build_disk_limit: str = "60g"
+    build_min_free_disk: str = "20g"
+    build_disk_poll_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not _VALIDATOR_ID_RE.match(self.validator_id):
@@ -149,15 +158,30 @@ class SandboxConfig:
             raise ValueError("timeouts must be positive")
         if self.image_cache_size < 0 or self.build_cpu_shares <= 0 or self.nofile_limit <= 0:
             raise ValueError("image_cache_size, build_cpu_shares and nofile_limit must not be negative")
-        for name in ("memory", "tmpfs_size", "build_memory", "shm_size", "volume_tmpfs_size"):
+        if self.build_pids_limit <= 0 or self.build_disk_poll_s <= 0:
+            raise ValueError("build_pids_limit and build_disk_poll_s must be positive")
+        sizes = ("memory", "tmpfs_size", "build_memory", "shm_size", "volume_tmpfs_size", "build_disk_limit")
+        for name in (*sizes, "build_min_free_disk"):
             value = getattr(self, name)
             # Fail at configuration time, not at the first miner's run.
             try:
-                ok = docker.utils.parse_bytes(value) > 0
+                parsed = docker.utils.parse_bytes(value)
+                ok = parsed > 0 or (parsed == 0 and name not in sizes)
             except docker.errors.DockerException:
                 ok = False
             if not ok:
                 raise ValueError(f"{name} {value!r} is not a positive size such as '512m' or '4g'")
+
+
+def build_limits_config(config: SandboxConfig) -> BuildLimitsConfig:
+    """The bounds of each build, from the sandbox's configuration."""
+    return BuildLimitsConfig(
+        pids_limit=config.build_pids_limit,
+        memory_bytes=docker.utils.parse_bytes(config.build_memory),
+        disk_limit_bytes=docker.utils.parse_bytes(config.build_disk_limit),
+        min_free_bytes=docker.utils.parse_bytes(config.build_min_free_disk),
+        poll_s=config.build_disk_poll_s,
+    )
 
 
 def safe_revision(revision: str) -> str:
@@ -332,6 +356,8 @@ class DockerSandbox:
         self._last_used: dict[str, float] = {}
         # Build-step containers seen in build output that a failed build may have left (see _build).
         self._build_containers: set[str] = set()
+        # Process and disk bounds of builds; warns once when this daemon cannot have them.
+        self._build_host = BuildHost(build_limits_config(config))
 
     @property
     def config(self) -> SandboxConfig:
@@ -492,13 +518,18 @@ class DockerSandbox:
 
         progress = Throttle(every_n=1_000_000, every_s=_BUILD_PROGRESS_S)
         started = time.monotonic()
+        limits = self._build_host.limits(client.api, f"{config.validator_id}-{secrets.token_hex(6)}")
 
         def run() -> str | None:
+            # BUILD-LIMITS INTEGRATION POINT: the SDK's build() cannot send `cgroupparent`; the raw
+            # POST /build must add `limits.params` to its query. Until it does, the daemon puts the steps
+            # outside the build's cgroup: no process bound, and the disk watchdog finds no step to measure.
             stream = client.api.build(**kwargs)
             image_id: str | None = None
             try:
                 for chunk in stream:
                     if "stream" in chunk:
+                        limits.observe(str(chunk["stream"]))
                         log.extend(line for line in str(chunk["stream"]).splitlines() if line.strip())
                         step = _BUILD_STEP_RE.match(str(chunk["stream"]))
                         # Only the step numbers: the instruction text is the miner's.
@@ -518,7 +549,7 @@ class DockerSandbox:
                     aux = chunk.get("aux")
                     if isinstance(aux, dict) and aux.get("ID"):
                         image_id = str(aux["ID"])
-                    if abort.is_set() or time.monotonic() > deadline:
+                    if abort.is_set() or limits.exceeded or time.monotonic() > deadline:
                         raise _BuildAborted
             finally:
                 # Closing the stream drops the connection, which makes the daemon cancel the build.
@@ -527,16 +558,23 @@ class DockerSandbox:
 
         where = f"{submission.repo_id}@{submission.short_revision}"
         try:
-            try:
-                image_id = await asyncio.wait_for(asyncio.to_thread(run), config.build_timeout_s + 30)
-            except BaseException:
-                # forcerm and the dropped connection normally make the daemon remove the step containers;
-                # whatever it left (seen in the build output) goes here, and in cleanup() if this fails.
-                self._build_containers.update(steps)
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    # Bounded: a hung daemon must not hold a failed build for minutes.
-                    await asyncio.shield(asyncio.wait_for(self._reap_build_steps(client, steps), 15))
-                raise
+            # Checks the data root's free space first (InfrastructureError: nothing is built).
+            async with limits:
+                try:
+                    image_id = await asyncio.wait_for(asyncio.to_thread(run), config.build_timeout_s + 30)
+                except BaseException as exc:
+                    # forcerm and the dropped connection normally make the daemon remove the step
+                    # containers; whatever it left (seen in the build output) goes here, and in cleanup()
+                    # if this fails.
+                    self._build_containers.update(steps)
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        # Bounded: a hung daemon must not hold a failed build for minutes.
+                        await asyncio.shield(asyncio.wait_for(self._reap_build_steps(client, steps), 15))
+                    # Past its disk bound: the miner's; out of disk under it: ours (see build_limits).
+                    verdict = await limits.verdict(exc, log)
+                    if verdict is not None:
+                        raise verdict from exc
+                    raise
         except (TimeoutError, _BuildAborted, urllib3.exceptions.ReadTimeoutError) as exc:
             # The SDK streams the build from the raw socket, so a build that stayed silent past the
             # socket timeout surfaces as urllib3's ReadTimeoutError.
