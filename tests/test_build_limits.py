@@ -29,17 +29,9 @@ import pytest
 import structlog
 
 from evaluation.errors import BuildFailed, InfrastructureError
-from evaluation.sandbox.build_limits import (
-    BuildHost,
-    BuildLimits,
-    BuildLimitsConfig,
-    DiskVerdict,
-    cgroup_mounts,
-    classify_disk_failure,
-    daemon_facts,
-    mentions_out_of_space,
-    ran_low,
-)
+from evaluation.sandbox.build_cgroup import cgroup_mounts
+from evaluation.sandbox.build_disk import DiskVerdict, classify_disk_failure, mentions_out_of_space, ran_low
+from evaluation.sandbox.build_limits import BuildHost, BuildLimits, BuildLimitsConfig, daemon_facts
 from evaluation.sandbox.docker_sandbox import (
     DockerSandbox,
     SandboxConfig,
@@ -143,15 +135,16 @@ def test_config_maps_and_validates_the_build_bounds() -> None:
     limits = build_limits_config(config)
     assert (limits.pids_limit, limits.disk_limit_bytes, limits.min_free_bytes) == (77, 300 * MIB, 0)
     assert limits.memory_bytes == 4 * GIB  # the per-step memory limit, for the build as a whole
-    for bad in (
+    bad: list[dict[str, Any]] = [
         {"build_disk_limit": "0"},
         {"build_disk_limit": "lots"},
         {"build_min_free_disk": "-1g"},
         {"build_pids_limit": 0},
         {"build_disk_poll_s": 0},
-    ):
+    ]
+    for fields in bad:
         with pytest.raises(ValueError):
-            SandboxConfig(**bad)  # type: ignore[arg-type]
+            SandboxConfig(**fields)
 
 
 async def test_a_build_past_its_bound_is_the_miners_whatever_it_printed() -> None:
