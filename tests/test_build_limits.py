@@ -362,6 +362,39 @@ async def test_build_writing_past_its_disk_bound_is_stopped_early_and_is_the_min
 
 
 @pytest.mark.docker
+async def test_writes_to_a_volume_outside_the_layer_count_too(
+    sandbox_config: SandboxConfig, api: Any
+) -> None:
+    # VOLUME gives each later step an anonymous volume on the daemon's disk, outside its rw layer.
+    config = dataclasses.replace(sandbox_config, build_disk_limit="200m", build_disk_poll_s=0.5)
+    dockerfile = (
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nVOLUME /data\n"
+        "RUN for i in $(seq 1 16); do dd if=/dev/zero of=/data/fill$i bs=64M count=1 status=none; "
+        "echo wrote $i; sleep 0.3; done; echo FIN''ISHED\n"
+    )
+    result = await raw_build(api, config, {"Dockerfile": dockerfile})
+    text = "\n".join(result.log)
+    assert isinstance(result.verdict, BuildFailed) and "wrote more than" in str(result.verdict), text[-2000:]
+    assert "FINISHED" not in text
+    assert_host_is_fine(api, result)
+
+
+@pytest.mark.docker
+async def test_a_printed_no_space_error_on_a_roomy_disk_stays_the_miners(
+    sandbox_config: SandboxConfig, api: Any
+) -> None:
+    dockerfile = (
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
+        "RUN echo 'write /var/lib/docker/overlay2/x: no space left on device' && exit 1\n"
+    )
+    result = await raw_build(api, sandbox_config, {"Dockerfile": dockerfile})
+    assert result.error and "returned a non-zero code: 1" in result.error
+    # Not ours (that would retry it forever) nor a disk-bound failure: the caller's usual BuildFailed.
+    assert result.verdict is None
+    assert_host_is_fine(api, result)
+
+
+@pytest.mark.docker
 async def test_too_little_free_disk_is_ours_and_builds_nothing(
     sandbox_config: SandboxConfig, docker_host: str, tmp_path: Path
 ) -> None:
