@@ -19,7 +19,7 @@ import numpy as np
 
 from evaluation.audio import decode_npy_b64, encode_npy_b64_bytes
 from evaluation.errors import MinerResponseError
-from evaluation.health import Health, parse_health
+from evaluation.health import Health, health_from_body
 
 HEALTH_PATH = "/api/v1/health"
 V2T_PATH = "/api/v1/v2t"
@@ -85,16 +85,11 @@ class MinerClient:
     async def health(self) -> Health:
         """``GET /api/v1/health``.
 
-        A body that is not a JSON object is reported as a not-ready :class:`Health` (``parse_health``
+        A body that is not a JSON object is reported as a not-ready :class:`Health` (``health_from_body``
         never raises); an HTTP error status or a transport fault raises MinerResponseError, which a
         caller polling a starting container treats as "not up yet".
         """
-        body = await self._request("GET", HEALTH_PATH, None)
-        try:
-            payload: object = json.loads(body)
-        except (ValueError, RecursionError):
-            payload = None
-        return parse_health(payload)
+        return health_from_body(await self._request("GET", HEALTH_PATH, None))
 
     async def v2t(self, audio: np.ndarray, sample_rate: int) -> str:
         """Voice to text: send ``audio`` (1-D, at ``sample_rate`` Hz) and return the miner's text.

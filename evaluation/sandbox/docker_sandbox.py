@@ -61,7 +61,7 @@ import structlog
 import urllib3.exceptions
 
 from evaluation.errors import BuildFailed, InfrastructureError, StartFailed
-from evaluation.health import Health, parse_health
+from evaluation.health import Health, health_from_body
 from evaluation.progress import Observe, Throttle
 from evaluation.sandbox.container_watch import EVENT_GRACE_S, ContainerWatch, attribute_exit
 from evaluation.sandbox.port import ContainerExit, RunningModel
@@ -685,10 +685,7 @@ class DockerSandbox:
                 body = await response.content.read(_HEALTH_MAX_BYTES)
                 if response.status != 200:
                     return f"HTTP {response.status}"
-                try:
-                    return parse_health(json.loads(body))
-                except ValueError:
-                    return "health answer is not JSON"
+                return health_from_body(body)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
