@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 from evaluation.audio import decode_npy_b64, encode_npy_b64_bytes
 from evaluation.errors import MinerResponseError
 from evaluation.health import Health, health_from_body
+from evaluation.untrusted_text import for_judge
 
 HEALTH_PATH = "/api/v1/health"
 V2T_PATH = "/api/v1/v2t"
@@ -34,7 +34,6 @@ MAX_ANSWER_SAMPLE_RATE = 48_000
 _READ_CHUNK = 64 * 1024
 # Reason phrases and error snippets are miner-controlled: keep what reaches the logs short.
 _MAX_REASON_CHARS = 80
-_KEEP_CONTROL_CHARS = frozenset("\n\t")
 
 
 @dataclass(frozen=True)
@@ -249,14 +248,13 @@ def audio_request_body(audio: np.ndarray, sample_rate: int) -> bytes:
 
 
 def _strip_controls(text: str) -> str:
-    """Drop control characters (except newline and tab) and lone surrogates.
+    """Drop control and invisible format characters (newline and tab kept) and lone surrogates.
 
-    NULs break SQLite text and C-backed loggers, escape sequences garble terminals, and lone surrogates
-    (valid in JSON escapes) cannot be encoded as UTF-8 further down.
+    NULs break SQLite text and C-backed loggers, escape sequences garble terminals, lone surrogates
+    (valid in JSON escapes) cannot be encoded as UTF-8 further down, and bidi overrides or tag
+    characters would carry text into the judge's prompt that no reader of the answer sees.
     """
-    return "".join(
-        ch for ch in text if ch in _KEEP_CONTROL_CHARS or unicodedata.category(ch) not in ("Cc", "Cs")
-    )
+    return for_judge(text)
 
 
 def _clip(text: str, limit: int) -> str:
