@@ -249,6 +249,10 @@ class TimedSource:
         finally:
             self.fetch_s = time.monotonic() - started
 
+    async def release(self, repo_dir: Path) -> None:
+        """``inner.release``."""
+        await self._inner.release(repo_dir)
+
 
 @contextlib.asynccontextmanager
 async def judge_client(url: str, concurrency: int) -> AsyncIterator[JudgeClient]:

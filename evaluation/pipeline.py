@@ -172,6 +172,7 @@ class Pipeline:
         scratch = Path(tempfile.mkdtemp(prefix=f"uid{submission.uid}-", dir=self._work_dir))
         fingerprints: tuple[str, ...] = ()
         crash: str | None = None
+        repo_dir: Path | None = None
         try:
             if progress is not None:
                 progress.stage("fetch")
@@ -217,6 +218,8 @@ class Pipeline:
                 seed=seed,
             )
         finally:
+            if repo_dir is not None:
+                await self._source.release(repo_dir)
             await asyncio.to_thread(shutil.rmtree, scratch, True)
         voicebench = overall_score({s.subset: s.score for s in subsets})
         details = {**self._details, "competition": submission.competition, "task": spec.task}
