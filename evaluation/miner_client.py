@@ -32,6 +32,8 @@ MIN_ANSWER_SAMPLE_RATE = 8_000
 MAX_ANSWER_SAMPLE_RATE = 48_000
 
 _READ_CHUNK = 64 * 1024
+# Bodies up to this size are parsed on the event loop (well under a millisecond); larger ones in a thread.
+_INLINE_JSON_BYTES = 64 * 1024
 # Reason phrases and error snippets are miner-controlled: keep what reaches the logs short.
 _MAX_REASON_CHARS = 80
 
@@ -168,7 +170,12 @@ class MinerClient:
             "POST", path, audio_request_body(audio, int(sample_rate)), max_bytes=max_bytes
         )
         try:
-            payload = json.loads(body)
+            # A spoken answer's body runs to megabytes of base64: parsed off the event loop.
+            payload = (
+                json.loads(body)
+                if len(body) <= _INLINE_JSON_BYTES
+                else await asyncio.to_thread(json.loads, body)
+            )
         except (ValueError, RecursionError) as exc:
             # ValueError covers both malformed JSON and undecodable bytes; deep nesting recurses.
             raise MinerResponseError(f"{path}: response is not JSON ({type(exc).__name__})") from exc
@@ -197,7 +204,7 @@ class MinerClient:
                 headers=headers,
             ) as response:
                 if not 200 <= response.status < 300:
-                    reason = _clip(_strip_controls(response.reason or ""), _MAX_REASON_CHARS)
+                    reason = _strip_controls(_clip(response.reason or "", _MAX_REASON_CHARS))
                     raise MinerResponseError(f"{path}: HTTP {response.status} {reason}".rstrip())
                 return await self._read_capped(response, path, max_bytes or self._max_response_bytes)
         except MinerResponseError:
@@ -226,7 +233,8 @@ class MinerClient:
         return bytes(body)
 
     def _clean_text(self, text: str) -> str:
-        return _clip(_strip_controls(text), self._max_text_chars)
+        # Clipped first: the cleaning's cost must not scale with what the miner chose to send.
+        return _strip_controls(_clip(text, self._max_text_chars))
 
 
 def audio_request_body(audio: np.ndarray, sample_rate: int) -> bytes:
