@@ -77,6 +77,10 @@ class RepoSource(Protocol):
         """
         ...
 
+    async def release(self, repo_dir: Path) -> None:
+        """The caller is done with a folder ``fetch`` returned (a shared snapshot may be collected now)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _ExpectedFile:
@@ -169,6 +173,9 @@ class HubRepoSource(RepoSource):
         finally:
             await asyncio.to_thread(functools.partial(shutil.rmtree, staging, ignore_errors=True))
         return final_dir
+
+    async def release(self, repo_dir: Path) -> None:
+        """Nothing: the folder lies under the caller's ``dest_root``, which the caller removes."""
 
     async def _listing(self, repo_id: str, revision: str, deadline: float) -> list[_ExpectedFile]:
         api = HfApi(endpoint=self._endpoint, token=self._token)
@@ -433,6 +440,9 @@ class LocalDirSource(RepoSource):
     async def fetch(self, submission: Submission, dest_root: Path) -> Path:
         """Copy the folder into a new folder under ``dest_root`` and return it."""
         return await asyncio.to_thread(self._copy, Path(dest_root))
+
+    async def release(self, repo_dir: Path) -> None:
+        """Nothing: the copy lies under the caller's ``dest_root``, which the caller removes."""
 
     def _copy(self, dest_root: Path) -> Path:
         entries = _scan_local(self._path, self._max_repo_bytes, self._max_files)

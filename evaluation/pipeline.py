@@ -171,6 +171,8 @@ class Pipeline:
         self._work_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"uid{submission.uid}-", dir=self._work_dir))
         fingerprints: tuple[str, ...] = ()
+        crash: str | None = None
+        repo_dir: Path | None = None
         try:
             if progress is not None:
                 progress.stage("fetch")
@@ -193,7 +195,15 @@ class Pipeline:
                 try:
                     if progress is not None:
                         progress.stage("query", total=len(todo))
-                    results += await self._query_all(model, todo, sink, progress, spec)
+                    answered = await self._query_all(model, todo, sink, progress, spec)
+                    results += answered
+                    if any(r.error is not None for r in answered):
+                        # Failed samples are the miner's only if its container is alive or ended by
+                        # its own doing; a runtime that lost it raises InfrastructureError here.
+                        ended = await sandbox.exit_report(model)
+                        if ended is not None:
+                            crash = ended.describe()
+                            bound.warning("miner container exited mid-evaluation", reason=crash)
                 finally:
                     await sandbox.stop(model)
             subsets = [_aggregate(subset, [r for r in results if r.subset == subset]) for subset in items]
@@ -208,9 +218,13 @@ class Pipeline:
                 seed=seed,
             )
         finally:
+            if repo_dir is not None:
+                await self._source.release(repo_dir)
             await asyncio.to_thread(shutil.rmtree, scratch, True)
         voicebench = overall_score({s.subset: s.score for s in subsets})
         details = {**self._details, "competition": submission.competition, "task": spec.task}
+        if crash is not None:
+            details["container_exit"] = crash
         mos_percent = None
         if spec.task == "v2v" and self._voice is not None:
             mos_percent = self._voice.mos_percent(results)

@@ -24,6 +24,7 @@ from evaluation.fetch import LocalDirSource
 from evaluation.pipeline import Pipeline
 from evaluation.sandbox.docker_sandbox import DockerSandbox
 from evaluation.types import SampleResult, Submission
+from evaluation.untrusted_text import for_log
 from evaluation.voicebench.scoring import success_rate
 from validator.app import (
     load_benchmark,
@@ -241,7 +242,7 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
     finally:
         await sandbox.close()
     if result.error:
-        print(f"rejected: {result.error}", file=out)
+        print(f"rejected: {for_log(result.error, keep_newlines=True)}", file=out)
         return 1
     rows = [
         (s.subset, s.score, s.samples, f"{100 * success_rate(s.samples, s.failures):.0f}%")

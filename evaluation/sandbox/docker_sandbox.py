@@ -63,10 +63,11 @@ import structlog
 import urllib3.exceptions
 
 from evaluation.errors import BuildFailed, InfrastructureError, StartFailed
-from evaluation.health import Health, parse_health
+from evaluation.health import Health, health_from_body
 from evaluation.progress import Observe, Throttle
 from evaluation.sandbox.build_limits import BuildHost, BuildLimitsConfig
-from evaluation.sandbox.port import RunningModel
+from evaluation.sandbox.container_watch import EVENT_GRACE_S, ContainerWatch, attribute_exit
+from evaluation.sandbox.port import ContainerExit, RunningModel
 from evaluation.types import Submission
 
 LABEL_MANAGED = "voice-validator.managed"
@@ -331,6 +332,23 @@ def _tail(text: str, lines: int = _LOG_TAIL_LINES, chars: int = _LOG_TAIL_CHARS)
     return kept[-chars:]
 
 
+class _ClosingStream:
+    """An event stream that also closes its own client when closed."""
+
+    def __init__(self, stream: Any, api: docker.APIClient) -> None:
+        self._stream = stream
+        self._api = api
+
+    def __iter__(self) -> Any:
+        return iter(self._stream)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._api.close()
+
+
 class _BuildAborted(Exception):
     """Raised inside the build thread when the deadline passed or the caller gave up."""
 
@@ -356,6 +374,8 @@ class DockerSandbox:
         self._last_used: dict[str, float] = {}
         # Build-step containers seen in build output that a failed build may have left (see _build).
         self._build_containers: set[str] = set()
+        # container id -> the watch of its events, from its start until it is removed (see exit_report).
+        self._watches: dict[str, ContainerWatch] = {}
         # Process and disk bounds of builds; warns once when this daemon cannot have them.
         self._build_host = BuildHost(build_limits_config(config))
 
@@ -703,10 +723,7 @@ class DockerSandbox:
                 body = await response.content.read(_HEALTH_MAX_BYTES)
                 if response.status != 200:
                     return f"HTTP {response.status}"
-                try:
-                    return parse_health(json.loads(body))
-                except ValueError:
-                    return "health answer is not JSON"
+                return health_from_body(body)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -821,6 +838,7 @@ class DockerSandbox:
             except docker.errors.NotFound as exc:
                 raise InfrastructureError(f"docker: image or network vanished during start: {exc}") from exc
             self._networks[container.id] = network_id
+            self._watch(container.id)
             await self._start_container(container, where)
             await self._blocking(container.reload, what="inspect the miner container")
             address = (
@@ -857,6 +875,9 @@ class DockerSandbox:
         removed = 0
         if container_id:
             self._networks.pop(container_id, None)
+            watch = self._watches.pop(container_id, None)
+            if watch is not None:
+                watch.close()  # before the removal, so our own kill is never taken for a crash
             with contextlib.suppress(docker.errors.NotFound):
                 container = await self._blocking(
                     client.containers.get, container_id, what="find the container"
@@ -869,6 +890,44 @@ class DockerSandbox:
                 await self._blocking(network.remove, what="remove the network")
                 removed += 1
         return removed
+
+    def _watch(self, container_id: str) -> None:
+        """Follow a container's events from now on (see ``exit_report``) on a connection of its own."""
+        host = self._config.docker_host
+        since = int(time.time()) - 1
+
+        def open_stream() -> Any:
+            # No read timeout: a healthy container sends no event for hours. Its own client, so the
+            # long-lived stream never takes a connection from the pool that API calls share.
+            api = docker.APIClient(base_url=host, timeout=None) if host else docker.from_env(timeout=None).api
+            stream = api.events(since=since, filters={"container": [container_id]}, decode=True)
+            return _ClosingStream(stream, api)
+
+        watch = ContainerWatch(open_stream)
+        self._watches[container_id] = watch
+        watch.start()
+
+    async def exit_report(self, model: RunningModel) -> ContainerExit | None:
+        """See the sandbox port: None while the container runs, the miner's exit, or InfrastructureError."""
+        client = await self._docker()
+        where = f"container {model.container_id[:12]}"
+        try:
+            container = await self._blocking(
+                client.containers.get, model.container_id, what=f"inspect {where}"
+            )
+        except docker.errors.NotFound as exc:
+            raise InfrastructureError(f"docker: {where} was removed from outside the evaluation") from exc
+        state = container.attrs.get("State", {})
+        if state.get("Running"):
+            return None
+        watch = self._watches.get(model.container_id)
+        if watch is None:
+            raise InfrastructureError(f"docker: {where} stopped and its exit was not watched")
+        events = await asyncio.to_thread(watch.snapshot, EVENT_GRACE_S)
+        verdict = attribute_exit(events, state, await self._logs_tail(container))
+        if isinstance(verdict, str):
+            raise InfrastructureError(f"docker: {verdict}")
+        return verdict
 
     async def stop(self, model: RunningModel) -> None:
         """Remove the model's container and its network. Idempotent; never raises for gone objects."""
@@ -949,6 +1008,9 @@ class DockerSandbox:
 
     async def close(self) -> None:
         """Close the connection to the daemon. The sandbox reconnects if used again."""
+        watches, self._watches = list(self._watches.values()), {}
+        for watch in watches:
+            await asyncio.to_thread(watch.close)
         async with self._client_lock:
             client, self._client = self._client, None
         if client is not None:
@@ -973,6 +1035,10 @@ class SlotSandbox:
     async def stop(self, model: RunningModel) -> None:
         """Stop and remove the model's container and network."""
         await self._inner.stop(model)
+
+    async def exit_report(self, model: RunningModel) -> ContainerExit | None:
+        """How the model's container ended, as the shared sandbox tells."""
+        return await self._inner.exit_report(model)
 
     async def cleanup(self) -> int:
         """Remove this validator's leftovers (shared with every slot)."""
