@@ -206,7 +206,7 @@ def post_build(
         for chunk in api._stream_helper(response, decode=True):
             if "stream" in chunk:
                 limits.observe(str(chunk["stream"]))
-                log.extend(str(chunk["stream"]).splitlines())
+                log.append(str(chunk["stream"]))  # as sent: a line may come in pieces
             if "error" in chunk:
                 return str(chunk["error"])
             if limits.exceeded:
@@ -286,7 +286,7 @@ def assert_host_is_fine(api: Any, result: RawBuild) -> None:
 
 
 FORK_BOMB = """\
-import subprocess, time
+import subprocess, sys, time
 kids, refused = [], None
 for _ in range(3000):
     try:
@@ -294,7 +294,8 @@ for _ in range(3000):
     except OSError as exc:
         refused = exc
         break
-print("spawned", len(kids), "refused:", refused, flush=True)
+sys.stdout.write(f"spawned {len(kids)} refused: {refused}\\n")
+sys.stdout.flush()
 time.sleep(1.5)  # the watchdog samples the refusals while the step's cgroup exists
 for kid in kids:
     kid.kill()
@@ -309,7 +310,7 @@ async def test_fork_bomb_in_a_run_step_stops_at_the_build_pids_limit(
     config = dataclasses.replace(sandbox_config, build_pids_limit=64, build_disk_poll_s=0.5)
     dockerfile = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY bomb.py /\nRUN python3 /bomb.py\n"
     result = await raw_build(api, config, {"Dockerfile": dockerfile, "bomb.py": FORK_BOMB})
-    text = "\n".join(result.log)
+    text = "".join(result.log)
     spawned = re.search(r"spawned (\d+) refused: (.*)", text)
     assert spawned, text[-2000:]
     # The step saw its forks refused well before 3000, and never held more than the limit at once.
@@ -341,7 +342,7 @@ async def test_build_writing_past_its_disk_bound_is_stopped_early_and_is_the_min
             "echo FIN''ISHED\n"
         )
         result = await raw_build(api, config, {"Dockerfile": dockerfile})
-        text = "\n".join(result.log)
+        text = "".join(result.log)
         assert isinstance(result.verdict, BuildFailed), (result.error, text[-2000:])
         assert "wrote more than 0.29 GiB" in str(result.verdict)
         # Stopped well before the 2 GiB the step meant to write.
@@ -373,7 +374,7 @@ async def test_writes_to_a_volume_outside_the_layer_count_too(
         "echo wrote $i; sleep 0.3; done; echo FIN''ISHED\n"
     )
     result = await raw_build(api, config, {"Dockerfile": dockerfile})
-    text = "\n".join(result.log)
+    text = "".join(result.log)
     assert isinstance(result.verdict, BuildFailed) and "wrote more than" in str(result.verdict), text[-2000:]
     assert "FINISHED" not in text
     assert_host_is_fine(api, result)
