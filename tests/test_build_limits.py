@@ -166,7 +166,6 @@ class RawBuild:
     log: list[str]
     error: str | None
     verdict: Exception | None
-    started: float
     peak_pids: int = 0
 
 
@@ -182,11 +181,11 @@ def build_tar(files: dict[str, str]) -> bytes:
 
 
 def post_build(
-    api: Any, config: SandboxConfig, files: dict[str, str], limits: BuildLimits, log: list[str]
+    api: Any, config: SandboxConfig, tag: str, files: dict[str, str], limits: BuildLimits, log: list[str]
 ) -> str | None:
     """One build over the raw API with ``limits.params`` in its query; the daemon's error, if any."""
     params = {
-        "t": f"voice-validator-miner:{config.validator_id}-limits-{secrets.token_hex(3)}",
+        "t": tag,
         "labels": json.dumps(object_labels(config.validator_id, 0, "limits")),
         "buildargs": json.dumps(dict(config.build_args)),
         "networkmode": "none",
@@ -233,18 +232,22 @@ async def raw_build(api: Any, config: SandboxConfig, files: dict[str, str]) -> R
     host = BuildHost(build_limits_config(config))
     log: list[str] = []
     stop = threading.Event()
+    tag = f"voice-validator-miner:{config.validator_id}-limits-{secrets.token_hex(3)}"
     async with host.limits(api, f"{config.validator_id}-{secrets.token_hex(4)}") as limits:
         assert limits.cgroup is not None and limits.params == {"cgroupparent": limits.cgroup.relative}
-        result = RawBuild(limits, log, None, None, time.monotonic())
+        result = RawBuild(limits, log, None, None)
         sampler = threading.Thread(target=sample_pids, args=(limits, stop, result), daemon=True)
         sampler.start()
         try:
-            result.error = await asyncio.to_thread(post_build, api, config, files, limits, log)
+            result.error = await asyncio.to_thread(post_build, api, config, tag, files, limits, log)
             if result.error is not None:
                 result.verdict = await limits.verdict(BuildFailed(result.error), log[-50:])
         finally:
             stop.set()
             sampler.join(5)
+    # A build that succeeded leaves its image: never another test's business.
+    with contextlib.suppress(docker.errors.NotFound):
+        api.remove_image(tag)
     return result
 
 
