@@ -227,6 +227,12 @@ def sample_pids(limits: BuildLimits, stop: threading.Event, result: RawBuild) ->
         time.sleep(0.02)
 
 
+def memory_limit(relative: str) -> int | None:
+    """The v1 memory limit of a cgroup (None without a v1 memory hierarchy)."""
+    memory = cgroup_mounts(Path("/proc/self/mountinfo").read_text()).get("memory")
+    return int(Path(f"{memory}{relative}/memory.limit_in_bytes").read_text()) if memory else None
+
+
 async def raw_build(api: Any, config: SandboxConfig, files: dict[str, str]) -> RawBuild:
     """Build the context ``files`` (a Dockerfile and more) under the bounds ``config`` gives."""
     host = BuildHost(build_limits_config(config))
@@ -236,6 +242,8 @@ async def raw_build(api: Any, config: SandboxConfig, files: dict[str, str]) -> R
     async with host.limits(api, f"{config.validator_id}-{secrets.token_hex(4)}") as limits:
         assert limits.cgroup is not None and limits.params == {"cgroupparent": limits.cgroup.relative}
         result = RawBuild(limits, log, None, None)
+        # The build as a whole is held to the per-step memory limit too.
+        assert memory_limit(limits.cgroup.relative) in (None, build_limits_config(config).memory_bytes)
         sampler = threading.Thread(target=sample_pids, args=(limits, stop, result), daemon=True)
         sampler.start()
         try:
