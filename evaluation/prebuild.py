@@ -23,9 +23,10 @@ from evaluation.fetch import (
     check_layout,
     scan_local,
 )
-from evaluation.sandbox.dockerfile_policy import BuildPolicy, refusal, repo_violations
+from evaluation.sandbox.dockerfile_policy import BuildPolicy, refusal, repo_violations, shown
 
 Status = Literal["ok", "FAIL", "skip"]
+_DETAIL_CHARS = 600
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class Verdict:
         return self.status == "ok"
 
     def line(self) -> str:
-        """``ok   layout: ...`` / ``FAIL dockerfile: line 4: ...`` / ``skip paths: ...``."""
-        return f"{self.status:<4} {self.check}: {self.detail}"
+        """``ok   layout: ...`` / ``FAIL dockerfile: line 4: ...`` / ``skip paths: ...``; miner text in
+        the detail is escaped (the line goes to a terminal or a log)."""
+        return f"{self.status:<4} {self.check}: {shown(self.detail, _DETAIL_CHARS)}"
 
 
 def prebuild_verdicts(

@@ -24,7 +24,6 @@ from evaluation.fetch import LocalDirSource
 from evaluation.pipeline import Pipeline
 from evaluation.prebuild import Verdict, prebuild_verdicts
 from evaluation.sandbox.docker_sandbox import DockerSandbox
-from evaluation.sandbox.dockerfile_policy import shown
 from evaluation.types import SampleResult, Submission
 from evaluation.voicebench.scoring import success_rate
 from validator.app import (
@@ -285,10 +284,10 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
 
 
 def print_verdicts(verdicts: Sequence[Verdict], out: TextIO, *, failed_only: bool = False) -> None:
-    """One line per verdict (miner text escaped: the lines go to a terminal)."""
+    """One line per verdict."""
     for verdict in verdicts:
         if not failed_only or verdict.status == "FAIL":
-            print(shown(verdict.line(), 600), file=out)
+            print(verdict.line(), file=out)
 
 
 def check_repo_dir(settings: Settings, repo_dir: Path, hotkey: str | None, out: TextIO) -> int:
