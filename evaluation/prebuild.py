@@ -23,6 +23,7 @@ from evaluation.fetch import (
     check_layout,
     scan_local,
 )
+from evaluation.repo_cache import COMPLETE_MARKER
 from evaluation.sandbox.dockerfile_policy import BuildPolicy, refusal, repo_violations, shown
 
 Status = Literal["ok", "FAIL", "skip"]
@@ -84,7 +85,9 @@ def prebuild_verdicts(
         return f"{HOTKEY_FILE} names {found[:64]!r}, the submitting hotkey"
 
     def size() -> str:
-        entries.extend(scan_local(repo_dir, config.max_repo_bytes, config.max_files))
+        # The snapshot cache marks a complete copy with an empty file of its own: not the miner's.
+        slack = 1 if (repo_dir / COMPLETE_MARKER).is_file() else 0
+        entries.extend(scan_local(repo_dir, config.max_repo_bytes, config.max_files + slack))
         files = sum(1 for _, kind in entries if kind != "dir")
         total = sum((repo_dir / rel).lstat().st_size for rel, kind in entries if kind == "file")
         return (

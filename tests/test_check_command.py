@@ -240,3 +240,15 @@ def test_evaluate_rejects_before_loading_the_judge_or_the_benchmark(
     assert "rejected before the build" in out
     assert "evaluating" not in out  # the pipeline was never made
     assert time.monotonic() - started < 10
+
+
+def test_the_snapshot_caches_marker_does_not_count_against_the_file_cap(miner: Path) -> None:
+    from evaluation.repo_cache import COMPLETE_MARKER
+
+    files = sum(1 for path in miner.rglob("*") if not path.is_dir())
+    config = PrebuildConfig(max_files=files)
+    assert all(v.ok for v in prebuild_verdicts(miner, config, HOTKEY))
+    (miner / COMPLETE_MARKER).touch()
+    assert all(v.ok for v in prebuild_verdicts(miner, config, HOTKEY))
+    (miner / "one-more").write_text("x", encoding="utf-8")
+    assert not prebuild_verdicts(miner, config, HOTKEY)[2].ok

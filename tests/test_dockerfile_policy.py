@@ -364,10 +364,25 @@ def test_a_json_syntax_document_is_refused(tmp_path: Path) -> None:
     assert "JSON 'syntax' directive" in found
 
 
-def test_the_escape_directive_is_honoured(tmp_path: Path) -> None:
-    text = "# escape=`\nFROM python\nADD h`ttp://198.51.100.7/x `\n    /x\nRUN echo \\\n"
+@pytest.mark.parametrize(
+    "text",
+    [
+        "# escape=`\nFROM python\nADD h`ttp://198.51.100.7/x `\n    /x\nRUN echo \\\n",
+        # Past a blank line the directive is a comment, and the escape stays a backslash.
+        "\n# escape=`\nFROM python\nADD h\\ttp://198.51.100.7/x /x\n",
+        "FROM python\nADD h\\ttp://198.51.100.7/x /x\n",
+    ],
+)
+def test_add_sources_are_judged_under_either_escape_character(tmp_path: Path, text: str) -> None:
     found = violations(tmp_path, text, BuildPolicy())
-    assert [v.line for v in found] == [3] and "remote sources" in found[0].reason
+    assert len(found) == 1 and "remote sources" in found[0].reason, found
+
+
+def test_from_with_escape_characters_is_refused(tmp_path: Path) -> None:
+    assert "depend on the escape directive" in reasons(tmp_path, "FROM pyth\\on\n", BuildPolicy())
+    assert "ARG B's default cannot be resolved" in reasons(
+        tmp_path, "ARG B=pyth`on\nFROM $B\n", BuildPolicy()
+    )
 
 
 def test_a_huge_a_binary_and_an_unparsable_dockerfile_are_refused(tmp_path: Path) -> None:

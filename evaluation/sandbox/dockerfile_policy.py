@@ -68,6 +68,8 @@ _NAME_START = re.compile(r"[A-Za-z_]")
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_]*")
 _STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9._-]*$")
 _WILDCARD_CHARS = "*?["
+# Docker's default escape character and the one "# escape=`" chooses.
+_ESCAPES = ("\\", "`")
 
 # Docker's reference grammar (distribution/reference), enough to normalise names as the daemon does.
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -299,6 +301,16 @@ def _expand(word: str, env: _Env | None, escape: str) -> str:
             out.append(ch)
             i += 1
     return "".join(out)
+
+
+def _expand_unambiguous(word: str, env: _Env) -> str:
+    """``word`` expanded under both escape characters a Dockerfile may choose (``# escape=``); raises
+    when they differ. The parser applies the directive itself, so rather than guess which one it saw, a
+    ``FROM`` or ``ARG`` value must mean the same under both (an honest one has no escapes at all)."""
+    values = {_expand(word, env, escape) for escape in _ESCAPES}
+    if len(values) != 1:
+        raise _Unresolved("escape characters make its value depend on the escape directive")
+    return values.pop()
 
 
 def _dollar(word: str, i: int, env: _Env | None, escape: str) -> tuple[str, int]:
@@ -626,29 +638,21 @@ def _flag(raw: str) -> tuple[str, str | None]:
     return name.lower(), (value if eq else None)
 
 
-def _directives(text: str) -> tuple[str, list[Violation]]:
-    """The escape character and the refused parser directives at the top of the file.
+def _directives(text: str) -> list[Violation]:
+    """The refused parser directives at the top of the file.
 
     BuildKit reads ``syntax`` from ``#`` and ``//`` comments at the top (after an optional shebang) and
     from a JSON document; the whole leading comment block is scanned here, which is stricter.
     """
-    escape = "\\"
     violations: list[Violation] = []
-    escape_open = True
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if number == 1 and line.startswith("#!"):
             continue
         if line and not line.startswith(("#", "//")):
             break
-        if not line.startswith("#"):
-            escape_open = False  # Docker stops reading directives at the first other line
         match = _DIRECTIVE_RE.match(line)
-        if match is None:
-            escape_open = False  # Docker stops reading directives at the first other line
-            continue
-        key, value = match.group(1).lower(), match.group(2)
-        if key == "syntax":
+        if match is not None and match.group(1).lower() == "syntax":
             violations.append(
                 Violation(
                     number,
@@ -657,15 +661,13 @@ def _directives(text: str) -> tuple[str, list[Violation]]:
                     "that frontend image)",
                 )
             )
-        elif key == "escape" and escape_open and line.startswith("#") and value in ("\\", "`"):
-            escape = value
     try:
         document = json.loads(text)
     except ValueError:
         document = None
     if isinstance(document, dict) and "syntax" in document:
         violations.append(Violation(1, "{...}", "a JSON 'syntax' directive is not allowed"))
-    return escape, violations
+    return violations
 
 
 def _heredoc_token(token: str, names: set[str]) -> bool:
@@ -677,12 +679,11 @@ def _heredoc_token(token: str, names: set[str]) -> bool:
 class _Checker:
     """One pass over the parsed instructions, collecting violations."""
 
-    def __init__(self, policy: BuildPolicy, files: ContextFiles, escape: str) -> None:
+    def __init__(self, policy: BuildPolicy, files: ContextFiles) -> None:
         self.policy = policy
         self.rules = policy.rules()
         self.operator_images = operator_images(policy.build_args)
         self.files = files
-        self.escape = escape
         self.stages = _Stages()
         self.globals = _Env({})
         self.violations: list[Violation] = []
@@ -706,7 +707,7 @@ class _Checker:
             if eq:
                 try:
                     known = _Env(dict(self.globals.values), set(self.globals.broken))
-                    self.globals.values[name] = _expand(raw, known, self.escape)
+                    self.globals.values[name] = _expand_unambiguous(raw, known)
                     self.globals.broken.discard(name)
                 except _Unresolved:
                     self.globals.broken.add(name)
@@ -730,7 +731,7 @@ class _Checker:
         self.stages.names.append(stage_name)
         env = _Env(self.globals.values, set(self.globals.broken))
         try:
-            image = _expand(values[0], env, self.escape)
+            image = _expand_unambiguous(values[0], env)
         except _Unresolved as exc:
             self.refuse(command, f"cannot resolve the base image: {exc}")
             return
@@ -751,7 +752,7 @@ class _Checker:
         )
 
     def _check_from_stage(self, command: Any, what: str, reference: str) -> None:
-        if any(c in reference for c in "$'\"") or (self.escape in reference):
+        if any(c in reference for c in "$'\"" + "".join(_ESCAPES)):
             self.refuse(command, f"{what}: variables and quotes are not allowed in a stage reference")
         elif not reference or not self.stages.earlier(reference):
             self.refuse(
@@ -774,7 +775,8 @@ class _Checker:
             if _heredoc_token(token, names):
                 continue
             try:
-                source = _expand(token, None, self.escape)
+                # Either escape character: a source must be judged as whichever the parser used.
+                sources = {_expand(token, None, escape) for escape in _ESCAPES}
             except _Unresolved:
                 self.refuse(
                     command,
@@ -782,7 +784,8 @@ class _Checker:
                     "sources (the policy could not tell what they name; use COPY for local files)",
                 )
                 continue
-            self._check_add_source(command, source)
+            for source in sorted(sources):
+                self._check_add_source(command, source)
 
     def _check_add_source(self, command: Any, source: str) -> None:
         if _URL_RE.match(source) or source.startswith("git@"):
@@ -863,12 +866,12 @@ def dockerfile_violations(text: str, policy: BuildPolicy, files: ContextFiles) -
     if len(text.encode("utf-8", errors="surrogatepass")) > policy.max_dockerfile_bytes:
         return [Violation(0, "", f"larger than {policy.max_dockerfile_bytes} bytes")]
     text = text.removeprefix("\ufeff")
-    escape, violations = _directives(text)
+    violations = _directives(text)
     try:
         commands = dockerfile.parse_string(text)
     except (dockerfile.GoParseError, ValueError) as exc:
         return [*violations, Violation(0, "", f"cannot be parsed: {shown(str(exc), 200)}")]
-    violations += _Checker(policy, files, escape).run(commands)
+    violations += _Checker(policy, files).run(commands)
     return sorted(violations, key=lambda v: v.line)
 
 
