@@ -497,3 +497,18 @@ def test_runtime_environment_sets_the_gpus_and_empties_the_images_nvidia_variabl
         "NVIDIA_MIG_CONFIG_DEVICES": "",
     }
     assert runtime_environment([], ())["NVIDIA_VISIBLE_DEVICES"] == "void"
+
+
+def test_a_costly_wildcard_is_refused_quickly(tmp_path: Path) -> None:
+    files = {f"d/{'a' * 200}{i}": b"plain" for i in range(1500)}
+    pattern = "d/*" + "a" * 150 + "b"  # each star position retries the whole literal: slow by design
+    started = time.monotonic()
+    found = violations(tmp_path, f"FROM python\nADD {pattern} /x/\n", BuildPolicy(), files)
+    assert time.monotonic() - started < 10
+    assert len(found) == 1 and "too costly to check" in found[0].reason
+
+
+def test_an_added_fifo_does_not_hang_the_check(tmp_path: Path) -> None:
+    root = repo(tmp_path, "FROM python\nADD pipe /x\nADD p* /y\n")
+    os.mkfifo(root / "pipe")
+    assert repo_violations(root, BuildPolicy()) == []  # not an archive; the daemon refuses it itself

@@ -57,6 +57,10 @@ GPU_CAPABILITIES = "compute,utility"
 # Wildcard ADD sources walk the repo; beyond this many entries the walk stops and the ADD is refused.
 _MAX_WALKED_ENTRIES = 100_000
 _MAX_WILDCARD_SOURCES = 64
+# Steps all wildcard matching of one Dockerfile may take (an honest "*.bin" over 10,000 files takes
+# about 300,000), and the longest wildcard source.
+_MATCH_STEPS = 2_000_000
+_MAX_PATTERN_CHARS = 1024
 _SHOWN_CHARS = 100
 # Enough for a tar header (512 bytes) and every compression magic.
 _HEAD_BYTES = 512
@@ -420,6 +424,7 @@ class RepoFiles:
         self._real_root = os.path.realpath(self._root)
         self._listing: list[str] | None = None
         self._too_many = False
+        self._budget = [_MATCH_STEPS]
 
     def kind(self, path: str) -> tuple[str, bytes]:
         """See :meth:`ContextFiles.kind`."""
@@ -427,23 +432,38 @@ class RepoFiles:
         if os.path.commonpath([self._real_root, full]) != self._real_root:
             return "outside", b""
         try:
-            st = os.stat(full)
+            # Non-blocking: a FIFO must not hang the check; the daemon refuses special files anyway.
+            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK)
         except OSError:
-            return "missing", b""
-        if stat.S_ISDIR(st.st_mode):
-            return "dir", b""
-        if not stat.S_ISREG(st.st_mode):
-            return "missing", b""  # a FIFO would block the read; the daemon refuses special files anyway
-        with open(full, "rb") as handle:
-            return "file", handle.read(_HEAD_BYTES)
+            return ("dir", b"") if os.path.isdir(full) else ("missing", b"")
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                return "dir", b""
+            if not stat.S_ISREG(mode):
+                return "missing", b""
+            head = b""
+            while len(head) < _HEAD_BYTES and (chunk := os.read(fd, _HEAD_BYTES - len(head))):
+                head += chunk
+            return "file", head
+        finally:
+            os.close(fd)
 
     def glob(self, pattern: str) -> list[str] | None:
-        """See :meth:`ContextFiles.glob`."""
+        """See :meth:`ContextFiles.glob`. Every call spends from one budget of matching steps."""
         listing = self._walk()
-        if listing is None:
+        if listing is None or len(pattern) > _MAX_PATTERN_CHARS:
             return None
-        parts = pattern.split("/")
-        return [rel for rel in listing if _match_path(parts, rel.split("/"))]
+        parts: list[Tokens | None] = []
+        for component in pattern.split("/"):
+            tokens = None if component == "**" else _glob_tokens(component)
+            if tokens is None and component != "**":
+                return []  # malformed: Docker's matcher fails it, nothing is added
+            parts.append(None if tokens is None else tuple(tokens))
+        try:
+            return [rel for rel in listing if _match_path(parts, rel.split("/"), self._budget)]
+        except _TooCostly:
+            return None
 
     def _walk(self) -> list[str] | None:
         if self._listing is None and not self._too_many:
@@ -529,17 +549,17 @@ def _token_matches(token: tuple[str, Any], ch: str) -> bool:
     return any(low <= ch <= high for low, high in ranges) != negated
 
 
-def _match_component(pattern: str, name: str) -> bool:
-    """Go's ``filepath.Match`` for one component, in linear time (a star only ever backtracks to itself).
+Tokens = tuple[tuple[str, Any], ...]
 
-    Regular expressions would backtrack exponentially on patterns like ``*a*a*a*a*b``.
-    """
-    tokens = _glob_tokens(pattern)
-    if tokens is None:
-        return False
-    t = s = 0
+
+def _match_tokens(tokens: Tokens, name: str) -> tuple[bool, int]:
+    """Go's ``filepath.Match`` for one component, and the steps it took: at most about
+    ``len(tokens) * len(name)``, since a star only ever backtracks to itself (a regular expression would
+    backtrack exponentially on patterns like ``*a*a*a*a*b``)."""
+    t = s = steps = 0
     star_t, star_s = -1, 0
     while s < len(name):
+        steps += 1
         if t < len(tokens) and tokens[t][0] != "*" and _token_matches(tokens[t], name[s]):
             t += 1
             s += 1
@@ -551,30 +571,42 @@ def _match_component(pattern: str, name: str) -> bool:
             s = star_s
             t = star_t + 1
         else:
-            return False
+            return False, steps
     while t < len(tokens) and tokens[t][0] == "*":
         t += 1
-    return t == len(tokens)
+    return t == len(tokens), steps
 
 
-def _match_path(pattern: list[str], path: list[str]) -> bool:
-    """Component-wise match; a ``**`` component matches any number of components (broader than
-    Docker's matcher, which only makes the archive check stricter)."""
-    rows, cols = len(pattern), len(path)
-    # reach[j]: pattern[:i] matches path[:j]; filled one pattern component at a time.
+def _match_component(pattern: str, name: str) -> bool:
+    """Go's ``filepath.Match`` for one path component (a malformed pattern matches nothing)."""
+    tokens = _glob_tokens(pattern)
+    return tokens is not None and _match_tokens(tuple(tokens), name)[0]
+
+
+class _TooCostly(Exception):
+    """Matching a wildcard against the repo would take more steps than the check allows."""
+
+
+def _match_path(pattern: Sequence[Tokens | None], path: list[str], budget: list[int]) -> bool:
+    """Component-wise match (None: ``**``, any number of components: broader than Docker's matcher,
+    which only makes the archive check stricter). ``budget[0]`` is the steps left; _TooCostly past it."""
+    cols = len(path)
+    # reach[j]: the pattern so far matches path[:j]; filled one pattern component at a time.
     reach = [True] + [False] * cols
-    for i in range(rows):
-        part = pattern[i]
+    for part in pattern:
         nxt = [False] * (cols + 1)
         for j in range(cols + 1):
             if not reach[j]:
                 continue
-            if part == "**":
-                for k in range(j, cols + 1):
-                    nxt[k] = True
+            if part is None:
+                nxt[j:] = [True] * (cols + 1 - j)
                 break
-            if j < cols and _match_component(part, path[j]):
-                nxt[j + 1] = True
+            if j < cols:
+                matched, steps = _match_tokens(part, path[j])
+                budget[0] -= steps + 1
+                if budget[0] < 0:
+                    raise _TooCostly
+                nxt[j + 1] = nxt[j + 1] or matched
         reach = nxt
     return reach[cols]
 
@@ -798,7 +830,11 @@ class _Checker:
             self.wildcards += 1
             matches = self.files.glob(path) if self.wildcards <= _MAX_WILDCARD_SOURCES else None
             if matches is None:
-                self.refuse(command, f"wildcard source {shown(source, 60)!r}: too many to check; name files")
+                self.refuse(
+                    command,
+                    f"wildcard source {shown(source, 60)!r}: too costly to check (too many wildcards, "
+                    "files or pattern characters); name the files",
+                )
                 return
         else:
             matches = [path]
