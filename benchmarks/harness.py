@@ -163,10 +163,11 @@ def _item(subset: str, index: int, audio: np.ndarray) -> Item:
 
 
 def make_repo(folder: Path) -> Path:
-    """The smallest repo ``check_repo`` accepts: the overhead runs need no build."""
+    """The smallest repo the pre-build checks accept: the overhead runs need no build."""
     folder.mkdir(parents=True, exist_ok=True)
+    text = {"hotkey.txt": HOTKEY + "\n", "Dockerfile": "FROM scratch\n"}
     for name in REQUIRED_FILES:
-        (folder / name).write_text(HOTKEY + "\n" if name == "hotkey.txt" else "# bench\n", encoding="utf-8")
+        (folder / name).write_text(text.get(name, "# bench\n"), encoding="utf-8")
     return folder
 
 

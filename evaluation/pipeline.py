@@ -21,11 +21,12 @@ import structlog
 
 from evaluation.competition import DEFAULT_SPEC, CompetitionSpec, combined_score
 from evaluation.errors import MinerResponseError, SubmissionRejected
-from evaluation.fetch import RepoSource, check_repo
+from evaluation.fetch import RepoSource
 from evaluation.fingerprint import content_fingerprint, weights_fingerprint
 from evaluation.judge.client import JudgeClient
 from evaluation.judge.port import AsyncEvaluator
 from evaluation.miner_client import MinerClient
+from evaluation.prebuild import PrebuildConfig, check_before_build
 from evaluation.progress import EvaluationProgress
 from evaluation.sandbox.port import RunningModel, Sandbox
 from evaluation.types import EvaluationResult, SampleResult, Submission, SubsetScore
@@ -52,6 +53,8 @@ class PipelineConfig:
     miner_timeout_s: float = 60.0
     evaluation_budget_s: float = 1800.0  # all requests of one evaluation; samples after it fail
     check_hotkey: bool = True
+    # Size caps and the Dockerfile policy checked before the sandbox sees the repo.
+    prebuild: PrebuildConfig = field(default_factory=PrebuildConfig)
 
 
 class ResultSink(Protocol):
@@ -179,7 +182,10 @@ class Pipeline:
             repo_dir = await self._source.fetch(submission, scratch)
             fingerprints = await asyncio.to_thread(repo_fingerprints, repo_dir)
             await asyncio.to_thread(
-                check_repo, repo_dir, submission.hotkey if self._config.check_hotkey else None
+                check_before_build,
+                repo_dir,
+                self._config.prebuild,
+                submission.hotkey if self._config.check_hotkey else None,
             )
             bound.info("repo fetched and checked")
             items = await asyncio.to_thread(self.round_items, seed)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from evaluation.competition import CompetitionSpec
+from evaluation.sandbox.dockerfile_policy import DEFAULT_ALLOWED_BASES, BaseRule
 from evaluation.voicebench.subsets import SUBSETS
 from validator.slots import worker_slots
 
@@ -120,6 +121,7 @@ class Settings(BaseSettings):
     )
     hf_token: SecretStr | None = Field(None, description="HuggingFace token for gated or private repos.")
     max_repo_bytes: int = Field(20 * 2**30, gt=0, description="Largest miner repo accepted, in bytes.")
+    max_repo_files: int = Field(10_000, gt=0, description="Most files a miner repo may hold.")
     fetch_timeout_s: float = Field(1800.0, gt=0, description="Deadline to download one repo.")
     repo_cache_bytes: int = Field(
         50 * 2**30, gt=0, description="Disk budget of cached repo snapshots; least recently used go first."
@@ -168,6 +170,13 @@ class Settings(BaseSettings):
     )
     build_args: dict[str, str] = Field(
         default_factory=dict, description="Docker build args for miner images (JSON object)."
+    )
+    build_allowed_bases: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_BASES),
+        description="Base images a miner's Dockerfile may build FROM (JSON list): a repository (any tag), "
+        "repo:tag, or repo@sha256:DIGEST (FROM must then carry that digest), named as Docker does (python "
+        "is docker.io/library/python). Also allowed: scratch, earlier stages, and any image that is the "
+        "value of one of your build-args (e.g. BASE_IMAGE): you chose it.",
     )
 
     # --- evaluation ----------------------------------------------------------------------------
@@ -320,6 +329,13 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown VoiceBench subsets {unknown}; known: {sorted(SUBSETS)}")
         if not value:
             raise ValueError("at least one subset must be evaluated")
+        return value
+
+    @field_validator("build_allowed_bases")
+    @classmethod
+    def _valid_bases(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            BaseRule.parse(entry)  # raises ValueError naming the entry
         return value
 
     @field_validator("gpu_slots")

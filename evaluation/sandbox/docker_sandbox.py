@@ -2,6 +2,9 @@
 
 Isolation of one miner run:
 
+* The Dockerfile is checked against the build policy before the daemon sees it, and the built image's
+  environment after (``dockerfile_policy``: allowed bases, no remote or archive ``ADD``, no foreign
+  ``--from``, no ``LD_PRELOAD``).
 * The image is built from the miner's repo (labelled, intermediate containers always removed, build
   network chosen by the operator, total build deadline).
 * The container joins one fresh *internal* bridge network made for this run only: no published ports,
@@ -10,8 +13,9 @@ Isolation of one miner run:
 * Root filesystem read-only, a size-limited ``/tmp`` tmpfs, a forced non-root uid, every capability
   dropped (so the miner cannot change its routes or open raw sockets), ``no-new-privileges``, memory,
   CPU and pid limits, bounded logs, a bounded ``/dev/shm``, an open-file ulimit, no core dumps, a private
-  IPC namespace, and an environment holding only ``HOME`` and ``PORT`` (the SDK's proxy injection is off
-  for builds and containers, so the validator's proxy settings never reach a miner).
+  IPC namespace, and an environment holding only ``HOME``, ``PORT`` and the GPU runtime's ``NVIDIA_*``
+  overrides (the SDK's proxy injection is off for builds and containers, so the validator's proxy
+  settings never reach a miner).
 * ``VOLUME`` instructions in the image would give the miner writable anonymous volumes outside the
   read-only root and the tmpfs cap; each is covered by a small tmpfs instead (see ``_image_volumes``).
 * Build steps run with a memory (and no-swap) limit and reduced CPU shares; the build containers the
@@ -67,6 +71,13 @@ from evaluation.health import Health, health_from_body
 from evaluation.progress import Observe, Throttle
 from evaluation.sandbox.build_limits import BuildHost, BuildLimitsConfig
 from evaluation.sandbox.container_watch import EVENT_GRACE_S, ContainerWatch, attribute_exit
+from evaluation.sandbox.dockerfile_policy import (
+    DEFAULT_ALLOWED_BASES,
+    BuildPolicy,
+    check_image_config,
+    check_repo_dockerfile,
+    runtime_environment,
+)
 from evaluation.sandbox.port import ContainerExit, RunningModel
 from evaluation.types import Submission
 
@@ -146,6 +157,8 @@ class SandboxConfig:
     build_disk_limit: str = "60g"
     build_min_free_disk: str = "20g"
     build_disk_poll_s: float = 2.0
+    # Base images a Dockerfile may name (see dockerfile_policy); the build args' images are allowed too.
+    allowed_bases: tuple[str, ...] = DEFAULT_ALLOWED_BASES
 
     def __post_init__(self) -> None:
         if not _VALIDATOR_ID_RE.match(self.validator_id):
@@ -172,6 +185,11 @@ class SandboxConfig:
                 ok = False
             if not ok:
                 raise ValueError(f"{name} {value!r} is not a positive size such as '512m' or '4g'")
+        self.build_policy()  # an allowed base that is no image reference fails here
+
+    def build_policy(self) -> BuildPolicy:
+        """The Dockerfile policy every build is checked against."""
+        return BuildPolicy(allowed_bases=tuple(self.allowed_bases), build_args=dict(self.build_args))
 
 
 def build_limits_config(config: SandboxConfig) -> BuildLimitsConfig:
@@ -441,6 +459,8 @@ class DockerSandbox:
         if not (repo_dir / "Dockerfile").is_file():
             raise BuildFailed(f"{where}: no Dockerfile in the repo")
         try:
+            # Before anything reaches the daemon: ADD <url>, FROM and COPY --from are resolved by it.
+            await asyncio.to_thread(check_repo_dockerfile, repo_dir, self._config.build_policy())
             digest = await asyncio.to_thread(context_digest, repo_dir, dict(self._config.build_args))
         except OSError as exc:
             raise BuildFailed(f"{where}: the repo cannot be read: {exc}") from exc
@@ -656,14 +676,17 @@ class DockerSandbox:
         labels: dict[str, str],
         volumes: Collection[str] = (),
         device_ids: Sequence[str] | None = None,
+        image_env: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Arguments of ``containers.create`` for one isolated miner container.
 
         ``volumes`` are the image's VOLUME paths: each gets a size-capped tmpfs, which docker mounts in
         place of the writable anonymous volume it would otherwise create on the host's disk.
-        ``device_ids`` None means the configured ``gpu_device_ids``.
+        ``device_ids`` None means the configured ``gpu_device_ids``. ``image_env`` is the image's own
+        environment, whose ``NVIDIA_*`` variables are overridden (see ``runtime_environment``).
         """
         config = self._config
+        gpu_ids = config.gpu_device_ids if device_ids is None else device_ids
         scratch = "rw,nosuid,nodev,size={size},mode=1777"
         tmpfs = {path: scratch.format(size=config.volume_tmpfs_size) for path in volumes}
         tmpfs["/tmp"] = scratch.format(size=config.tmpfs_size)
@@ -692,8 +715,12 @@ class DockerSandbox:
             # Explicit, so a daemon configured with a shareable/host default cannot widen it.
             "ipc_mode": "private",
             "privileged": False,
-            # Only what the image itself sets plus these two; the validator's environment never passes.
-            "environment": {"HOME": "/tmp", "PORT": str(config.port)},
+            # Only what the image itself sets plus these; the validator's environment never passes.
+            "environment": {
+                **runtime_environment(image_env, gpu_ids),
+                "HOME": "/tmp",
+                "PORT": str(config.port),
+            },
             # Without this the SDK adds HTTP(S)_PROXY from the validator's docker config to that environment.
             "use_config_proxy": False,
             # A chatty miner must not fill the validator's disk with logs.
@@ -701,7 +728,7 @@ class DockerSandbox:
                 type=docker.types.LogConfig.types.JSON, config={"max-size": "10m", "max-file": "2"}
             ),
         }
-        gpus = device_requests(config.gpu_device_ids if device_ids is None else device_ids)
+        gpus = device_requests(gpu_ids)
         if gpus:
             kwargs["device_requests"] = gpus
         return kwargs
@@ -812,6 +839,8 @@ class DockerSandbox:
         except docker.errors.NotFound as exc:
             raise InfrastructureError(f"docker: the image of {where} vanished before its run") from exc
         volumes = image_volumes(image_attrs, where)
+        check_image_config(image_attrs, where)
+        image_env = (image_attrs.get("Config") or {}).get("Env") or []
 
         labels = object_labels(config.validator_id, submission.uid, submission.revision)
         name = run_name(config.validator_id, submission.uid, submission.revision, secrets.token_hex(4))
@@ -832,7 +861,9 @@ class DockerSandbox:
             try:
                 container = await self._blocking(
                     client.containers.create,
-                    **self._container_kwargs(image_id, name, network_name, labels, volumes, device_ids),
+                    **self._container_kwargs(
+                        image_id, name, network_name, labels, volumes, device_ids, image_env
+                    ),
                     what="create the miner container",
                 )
             except docker.errors.NotFound as exc:
