@@ -14,7 +14,7 @@ import structlog
 
 from evaluation.asr import WhisperRecognizer
 from evaluation.errors import InfrastructureError
-from evaluation.fetch import HubRepoSource, RepoSource
+from evaluation.fetch import HubRepoSource, RepoSource, default_hub_endpoint
 from evaluation.judge.client import JudgeClient
 from evaluation.judge.port import JudgeInfo
 from evaluation.judge.prompts import PROMPT_VERSION
@@ -85,6 +85,10 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         build_memory=settings.build_memory,
         build_cpu_shares=settings.build_cpu_shares,
         image_cache_size=settings.image_cache_size,
+        build_allowed_hosts=tuple(settings.build_allowed_hosts),
+        build_proxy_port=settings.build_proxy_port,
+        build_subnet_pool=settings.build_subnet_pool,
+        hub_endpoint=settings.hub_endpoint or default_hub_endpoint(),
     )
 
 

@@ -1,9 +1,11 @@
-"""The Docker implementation of the sandbox port; the only module that imports ``docker``.
+"""The Docker implementation of the sandbox port; with ``build_network``, the only importer of ``docker``.
 
 Isolation of one miner run:
 
-* The image is built from the miner's repo (labelled, intermediate containers always removed, build
-  network chosen by the operator, total build deadline).
+* The image is built from the miner's repo (labelled, intermediate containers always removed, total
+  build deadline). By default each build runs on an internal network of its own whose only way out is
+  the validator's allow-listing egress proxy (``build_network``); ``none`` and the unsafe ``default``
+  bridge remain for operators who choose them.
 * The container joins one fresh *internal* bridge network made for this run only: no published ports,
   nothing else on that network. Docker's FORWARD rules drop every packet that would leave the network's
   subnet, so the miner has no route to the outside world or to other miners.
@@ -63,6 +65,8 @@ import urllib3.exceptions
 from evaluation.errors import BuildFailed, InfrastructureError, StartFailed
 from evaluation.health import Health, parse_health
 from evaluation.progress import Observe, Throttle
+from evaluation.sandbox.build_network import BuildNetworks, build_network_name
+from evaluation.sandbox.egress_policy import parse_host_entries
 from evaluation.sandbox.port import RunningModel
 from evaluation.types import Submission
 
@@ -121,7 +125,8 @@ class SandboxConfig:
     gpu_device_ids: tuple[str, ...] = ()
     build_timeout_s: float = 1800
     start_timeout_s: float = 600
-    build_network: str = "default"
+    # "proxy": a network per build, out only through the egress proxy; "none"; "default" (unsafe).
+    build_network: str = "proxy"
     build_args: dict[str, str] = field(default_factory=dict)
     port: int = 8000
     user: str = "65534:65534"
@@ -136,6 +141,13 @@ class SandboxConfig:
     nofile_limit: int = 4096
     # Size of the tmpfs mounted over each VOLUME the image declares (instead of a writable volume).
     volume_tmpfs_size: str = "64m"
+    # The egress of "proxy" builds: what the proxy allows (empty: this machine's pip, apt and hub
+    # settings, read at the first build), its port on each build network's gateway, the address pool
+    # of build networks (a /24 each) and the hub endpoint the derived allow-list includes.
+    build_allowed_hosts: tuple[str, ...] = ()
+    build_proxy_port: int = 3199
+    build_subnet_pool: str = "10.214.0.0/16"
+    hub_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         if not _VALIDATOR_ID_RE.match(self.validator_id):
@@ -158,6 +170,10 @@ class SandboxConfig:
                 ok = False
             if not ok:
                 raise ValueError(f"{name} {value!r} is not a positive size such as '512m' or '4g'")
+        if not 0 < self.build_proxy_port < 65536:
+            raise ValueError(f"build_proxy_port {self.build_proxy_port} is not a TCP port")
+        parse_host_entries(self.build_allowed_hosts)  # ValueError naming the bad entry
+        BuildNetworks(self.build_network, pool=self.build_subnet_pool, proxy_port=self.build_proxy_port)
 
 
 def safe_revision(revision: str) -> str:
@@ -332,6 +348,13 @@ class DockerSandbox:
         self._last_used: dict[str, float] = {}
         # Build-step containers seen in build output that a failed build may have left (see _build).
         self._build_containers: set[str] = set()
+        self._build_networks = BuildNetworks(
+            config.build_network,
+            pool=config.build_subnet_pool,
+            proxy_port=config.build_proxy_port,
+            allowed_hosts=config.build_allowed_hosts,
+            hub_endpoint=config.hub_endpoint,
+        )
 
     @property
     def config(self) -> SandboxConfig:
@@ -526,6 +549,11 @@ class DockerSandbox:
             return image_id
 
         where = f"{submission.repo_id}@{submission.short_revision}"
+        network = build_network_name(config.validator_id, submission.uid, safe_revision(submission.revision))
+        labels = object_labels(config.validator_id, submission.uid, submission.revision)
+        egress = await self._build_networks.open(client, self._blocking, network, labels)
+        kwargs["network_mode"] = egress.network_mode
+        kwargs["buildargs"] = {**config.build_args, **egress.build_args}
         try:
             try:
                 image_id = await asyncio.wait_for(asyncio.to_thread(run), config.build_timeout_s + 30)
@@ -544,6 +572,8 @@ class DockerSandbox:
                 f"build of {where} exceeded {config.build_timeout_s:.0f}s:\n{_tail(chr(10).join(log))}"
             ) from exc
         except BuildFailed as exc:
+            if self._build_networks.proxy_failed_during(egress):
+                raise InfrastructureError(f"build of {where} failed while the egress proxy was down") from exc
             raise BuildFailed(f"build of {where} failed: {exc}\n{_tail(chr(10).join(log))}") from exc
         except docker.errors.APIError as exc:
             if exc.is_client_error():  # e.g. a Dockerfile the daemon cannot parse
@@ -554,6 +584,8 @@ class DockerSandbox:
         finally:
             # Also on cancellation: the thread then drops the build at its next chunk of output.
             abort.set()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._build_networks.release(client, self._blocking, egress))
         if not image_id:
             raise BuildFailed(f"build of {where} produced no image:\n{_tail(chr(10).join(log))}")
         image_id = str(image_id)
@@ -910,7 +942,8 @@ class DockerSandbox:
         return SlotSandbox(self, tuple(device_ids))
 
     async def close(self) -> None:
-        """Close the connection to the daemon. The sandbox reconnects if used again."""
+        """Stop the build egress proxy and close the connection to the daemon (both come back if used)."""
+        await self._build_networks.close()
         async with self._client_lock:
             client, self._client = self._client, None
         if client is not None:
