@@ -29,6 +29,7 @@ _LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _MAX_NAME = 253
 _SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 _LOG_SAFE_RE = re.compile(r"[^A-Za-z0-9._:*/\[\]-]")
 _LOG_MAX = 80
 
@@ -208,6 +209,8 @@ def build_pool(text: str) -> ipaddress.IPv4Network:
         pool = ipaddress.IPv4Network(text)
     except ValueError as exc:
         raise ValueError(f"build subnet pool {text!r} is not an IPv4 network: {exc}") from None
-    if pool.prefixlen > BUILD_SUBNET_PREFIX or not pool.is_private or pool.is_loopback or pool.is_link_local:
-        raise ValueError(f"build subnet pool {text!r} must be a private IPv4 network of /24 or larger")
+    if pool.prefixlen > BUILD_SUBNET_PREFIX or not any(pool.subnet_of(net) for net in _RFC1918):
+        raise ValueError(
+            f"build subnet pool {text!r} must be a private IPv4 network (RFC 1918) of /24 or larger"
+        )
     return pool
