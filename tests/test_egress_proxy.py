@@ -286,7 +286,8 @@ async def test_slow_heads_idle_tunnels_and_connection_floods_are_bounded(upstrea
         writer.write(b"GET http://localhost/ HTTP/1.1\r\n")
         assert status_of(await asyncio.wait_for(reader.read(), 3)) == 408
         writer.close()
-        # Two connections held open fill the limit: a third is closed at once.
+        # Two connections held open fill the limit: a third is closed at once (the per-client limit
+        # is tested below).
         held = [await asyncio.open_connection("127.0.0.1", running.port) for _ in range(2)]
         await asyncio.sleep(0.1)
         third_reader, third_writer = await asyncio.open_connection("127.0.0.1", running.port)
@@ -355,6 +356,26 @@ async def test_refusal_log_lines_are_sanitised_and_bounded_in_a_flood(upstream: 
         # The proxy still serves an honest request after all that.
         answer = await exchange(
             running.port, f"GET http://localhost:{upstream.port}/ok HTTP/1.1\r\n\r\n".encode()
+        )
+        assert b"upstream says hello" in answer
+    finally:
+        await running.proxy.close()
+
+
+async def test_one_client_cannot_take_every_connection(upstream: Upstream) -> None:
+    limits = ProxyLimits(max_connections=10, max_connections_per_peer=2, head_timeout_s=2)
+    running = await start_proxy(upstream, limits=limits)
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", running.port) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        assert await exchange(running.port, b"GET http://localhost/ HTTP/1.1\r\n\r\n") == b""
+        assert "too many connections from this peer" in [r["reason"] for r in running.refusals()]
+        for _, writer in held:
+            writer.close()
+        await asyncio.sleep(0.2)
+        # Once they are gone the same client is served again.
+        answer = await exchange(
+            running.port, f"GET http://localhost:{upstream.port}/ HTTP/1.1\r\n\r\n".encode()
         )
         assert b"upstream says hello" in answer
     finally:

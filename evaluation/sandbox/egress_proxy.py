@@ -11,7 +11,8 @@ proxy on the network's gateway, named by the build's ``HTTP_PROXY`` / ``HTTPS_PR
 Anything else is refused. Who may connect is checked first (``--allow-peer``: the build networks'
 address pool; any other peer has its connection closed without an answer), then the target against the
 allow-list and the address check of ``egress_policy``. Everything a client controls is bounded: the
-request head's size and header count, the time to send it, connections open at once, idle time,
+request head's size and header count, the time to send it, connections open at once (in all and per
+client address), idle time,
 connect and DNS time, and the total time of one connection. One JSON line per event on stdout:
 ``listening`` once it accepts connections, ``refused`` for each refused request (host and reason, with
 the client's text reduced to safe characters; at most a burst per window, then a count), ``error``
@@ -34,6 +35,7 @@ import re
 import signal
 import socket
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -81,6 +83,8 @@ class ProxyLimits:
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
     max_connections: int = 128
+    # One build must not take every connection from the builds running beside it.
+    max_connections_per_peer: int = 32
     head_timeout_s: float = 20.0
     idle_timeout_s: float = 120.0
     connect_timeout_s: float = 10.0
@@ -272,6 +276,7 @@ class EgressProxy:
         self._resolve = resolve
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._per_peer: Counter[str] = Counter()
 
     @property
     def active(self) -> int:
@@ -320,9 +325,14 @@ class EgressProxy:
             self._refuse(peer, "-", 0, "too many connections")
             writer.transport.abort()
             return
+        if self._per_peer[peer] >= self._limits.max_connections_per_peer:
+            self._refuse(peer, "-", 0, "too many connections from this peer")
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None  # a connection callback always runs in a task
         self._tasks.add(task)
+        self._per_peer[peer] += 1
         try:
             async with asyncio.timeout(self._limits.max_connection_s):
                 await self._exchange(reader, writer, peer)
@@ -334,6 +344,9 @@ class EgressProxy:
             self._emit({"event": "connection-error", "peer": peer, "type": type(exc).__name__})
         finally:
             self._tasks.discard(task)
+            self._per_peer[peer] -= 1
+            if self._per_peer[peer] <= 0:
+                del self._per_peer[peer]
             await close_writer(writer)
 
     async def _read_head(self, reader: asyncio.StreamReader) -> Head:
