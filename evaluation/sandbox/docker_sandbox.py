@@ -65,8 +65,8 @@ import urllib3.exceptions
 from evaluation.errors import BuildFailed, InfrastructureError, StartFailed
 from evaluation.health import Health, parse_health
 from evaluation.progress import Observe, Throttle
-from evaluation.sandbox.build_network import BuildNetworks, build_network_name
-from evaluation.sandbox.egress_policy import parse_host_entries
+from evaluation.sandbox.build_network import BUILD_NETWORK_MODES, BuildNetworks, build_network_name
+from evaluation.sandbox.egress_policy import build_pool, parse_host_entries
 from evaluation.sandbox.port import RunningModel
 from evaluation.types import Submission
 
@@ -172,8 +172,10 @@ class SandboxConfig:
                 raise ValueError(f"{name} {value!r} is not a positive size such as '512m' or '4g'")
         if not 0 < self.build_proxy_port < 65536:
             raise ValueError(f"build_proxy_port {self.build_proxy_port} is not a TCP port")
+        if self.build_network not in BUILD_NETWORK_MODES:
+            raise ValueError(f"build_network {self.build_network!r} must be one of {BUILD_NETWORK_MODES}")
         parse_host_entries(self.build_allowed_hosts)  # ValueError naming the bad entry
-        BuildNetworks(self.build_network, pool=self.build_subnet_pool, proxy_port=self.build_proxy_port)
+        build_pool(self.build_subnet_pool)
 
 
 def safe_revision(revision: str) -> str:

@@ -34,6 +34,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -204,7 +205,8 @@ def stdout_emitter(stream: TextIO) -> Emit:
     pipe's atomic write size, so a line is written whole or not at all.
     """
     fd = stream.fileno()
-    with contextlib.suppress(OSError):
+    # Only a pipe: a terminal's file description is shared with the shell, which must stay blocking.
+    if stat.S_ISFIFO(os.fstat(fd).st_mode):
         os.set_blocking(fd, False)
 
     def emit(event: dict[str, object]) -> None:
