@@ -66,6 +66,13 @@ _log = logging.getLogger(__name__)
 _slog = structlog.get_logger(__name__)
 
 
+def default_hub_endpoint() -> str:
+    """The hub the client talks to when no endpoint is configured (its default, or ``HF_ENDPOINT``)."""
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
 class RepoSource(Protocol):
     """Where a submission's files come from."""
 

@@ -14,7 +14,7 @@ import structlog
 
 from evaluation.asr import WhisperRecognizer
 from evaluation.errors import InfrastructureError
-from evaluation.fetch import HubRepoSource, RepoSource
+from evaluation.fetch import HubRepoSource, RepoSource, default_hub_endpoint
 from evaluation.judge.client import JudgeClient
 from evaluation.judge.port import JudgeInfo
 from evaluation.judge.prompts import PROMPT_VERSION
@@ -91,6 +91,10 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         build_disk_limit=settings.build_disk_limit,
         build_min_free_disk=settings.build_min_free_disk,
         image_cache_size=settings.image_cache_size,
+        build_allowed_hosts=tuple(settings.build_allowed_hosts),
+        build_proxy_port=settings.build_proxy_port,
+        build_subnet_pool=settings.build_subnet_pool,
+        hub_endpoint=settings.hub_endpoint or default_hub_endpoint(),
     )
 
 

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from evaluation.competition import CompetitionSpec
 from evaluation.sandbox.dockerfile_policy import DEFAULT_ALLOWED_BASES, BaseRule
+from evaluation.sandbox.egress_policy import build_pool, parse_host_entries
 from evaluation.voicebench.subsets import SUBSETS
 from validator.slots import worker_slots
 
@@ -165,8 +166,30 @@ class Settings(BaseSettings):
     )
     build_timeout_s: float = Field(1800.0, gt=0, description="Deadline of one image build.")
     start_timeout_s: float = Field(600.0, gt=0, description="Deadline for a miner to report model_loaded.")
-    build_network: str = Field(
-        "default", description="Network of image builds: 'default' (pip needs it) or 'none'."
+    build_network: Literal["proxy", "none", "default"] = Field(
+        "proxy",
+        description="Network of image builds: 'proxy' (a network of its own per build, out only through "
+        "the validator's allow-listing proxy), 'none' (no network), or 'default' (the daemon's bridge: "
+        "LAN, link-local addresses and the internet open to every build step; unsafe).",
+    )
+    build_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts build steps may reach through the proxy (JSON list): 'name' (ports 80, 443), "
+        "'*.suffix', 'name:port', an IPv4 literal, 'internal:name:port' for an operator's host on a "
+        "private address. Empty: read at the first build from this machine's pip and apt configuration "
+        "and the hub endpoint.",
+    )
+    build_proxy_port: int = Field(
+        3199,
+        gt=0,
+        lt=65536,
+        description="Port of the build egress proxy on each build network's gateway (scripts/dockerd.sh "
+        "opens it: VV_BUILD_PROXY_PORT).",
+    )
+    build_subnet_pool: str = Field(
+        "10.214.0.0/16",
+        description="Private IPv4 pool of per-build networks, a /24 each (scripts/dockerd.sh guards it: "
+        "VV_DOCKER_BUILD_POOL).",
     )
     build_args: dict[str, str] = Field(
         default_factory=dict, description="Docker build args for miner images (JSON object)."
@@ -320,6 +343,17 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("build_allowed_hosts")
+    @classmethod
+    def _valid_allowed_hosts(cls, value: list[str]) -> list[str]:
+        parse_host_entries(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("build_subnet_pool")
+    @classmethod
+    def _valid_build_pool(cls, value: str) -> str:
+        return str(build_pool(value))
 
     @field_validator("subsets")
     @classmethod

@@ -1,12 +1,14 @@
-"""The Docker implementation of the sandbox port; the only module that imports ``docker``.
+"""The Docker implementation of the sandbox port; with ``build_network``, the only importer of ``docker``.
 
 Isolation of one miner run:
 
 * The Dockerfile is checked against the build policy before the daemon sees it, and the built image's
   environment after (``dockerfile_policy``: allowed bases, no remote or archive ``ADD``, no foreign
   ``--from``, no ``LD_PRELOAD``).
-* The image is built from the miner's repo (labelled, intermediate containers always removed, build
-  network chosen by the operator, total build deadline).
+* The image is built from the miner's repo (labelled, intermediate containers always removed, total
+  build deadline). By default each build runs on an internal network of its own whose only way out is
+  the validator's allow-listing egress proxy (``build_network``); ``none`` and the unsafe ``default``
+  bridge remain for operators who choose them.
 * The container joins one fresh *internal* bridge network made for this run only: no published ports,
   nothing else on that network. Docker's FORWARD rules drop every packet that would leave the network's
   subnet, so the miner has no route to the outside world or to other miners.
@@ -70,6 +72,7 @@ from evaluation.errors import BuildFailed, InfrastructureError, StartFailed
 from evaluation.health import Health, health_from_body
 from evaluation.progress import Observe, Throttle
 from evaluation.sandbox.build_limits import BuildHost, BuildLimitsConfig
+from evaluation.sandbox.build_network import BUILD_NETWORK_MODES, BuildNetworks, build_network_name
 from evaluation.sandbox.container_watch import EVENT_GRACE_S, ContainerWatch, attribute_exit
 from evaluation.sandbox.dockerfile_policy import (
     DEFAULT_ALLOWED_BASES,
@@ -78,6 +81,7 @@ from evaluation.sandbox.dockerfile_policy import (
     check_repo_dockerfile,
     runtime_environment,
 )
+from evaluation.sandbox.egress_policy import build_pool, parse_host_entries
 from evaluation.sandbox.port import ContainerExit, RunningModel
 from evaluation.types import Submission
 
@@ -136,7 +140,8 @@ class SandboxConfig:
     gpu_device_ids: tuple[str, ...] = ()
     build_timeout_s: float = 1800
     start_timeout_s: float = 600
-    build_network: str = "default"
+    # "proxy": a network per build, out only through the egress proxy; "none"; "default" (unsafe).
+    build_network: str = "proxy"
     build_args: dict[str, str] = field(default_factory=dict)
     port: int = 8000
     user: str = "65534:65534"
@@ -159,6 +164,13 @@ class SandboxConfig:
     build_disk_poll_s: float = 2.0
     # Base images a Dockerfile may name (see dockerfile_policy); the build args' images are allowed too.
     allowed_bases: tuple[str, ...] = DEFAULT_ALLOWED_BASES
+    # The egress of "proxy" builds: what the proxy allows (empty: this machine's pip, apt and hub
+    # settings, read at the first build), its port on each build network's gateway, the address pool
+    # of build networks (a /24 each) and the hub endpoint the derived allow-list includes.
+    build_allowed_hosts: tuple[str, ...] = ()
+    build_proxy_port: int = 3199
+    build_subnet_pool: str = "10.214.0.0/16"
+    hub_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         if not _VALIDATOR_ID_RE.match(self.validator_id):
@@ -185,6 +197,12 @@ class SandboxConfig:
                 ok = False
             if not ok:
                 raise ValueError(f"{name} {value!r} is not a positive size such as '512m' or '4g'")
+        if not 0 < self.build_proxy_port < 65536:
+            raise ValueError(f"build_proxy_port {self.build_proxy_port} is not a TCP port")
+        if self.build_network not in BUILD_NETWORK_MODES:
+            raise ValueError(f"build_network {self.build_network!r} must be one of {BUILD_NETWORK_MODES}")
+        parse_host_entries(self.build_allowed_hosts)  # ValueError naming the bad entry
+        build_pool(self.build_subnet_pool)
         self.build_policy()  # an allowed base that is no image reference fails here
 
     def build_policy(self) -> BuildPolicy:
@@ -396,6 +414,13 @@ class DockerSandbox:
         self._watches: dict[str, ContainerWatch] = {}
         # Process and disk bounds of builds; warns once when this daemon cannot have them.
         self._build_host = BuildHost(build_limits_config(config))
+        self._build_networks = BuildNetworks(
+            config.build_network,
+            pool=config.build_subnet_pool,
+            proxy_port=config.build_proxy_port,
+            allowed_hosts=config.build_allowed_hosts,
+            hub_endpoint=config.hub_endpoint,
+        )
 
     @property
     def config(self) -> SandboxConfig:
@@ -597,6 +622,11 @@ class DockerSandbox:
             return image_id
 
         where = f"{submission.repo_id}@{submission.short_revision}"
+        network = build_network_name(config.validator_id, submission.uid, safe_revision(submission.revision))
+        labels = object_labels(config.validator_id, submission.uid, submission.revision)
+        egress = await self._build_networks.open(client, self._blocking, network, labels)
+        kwargs["network_mode"] = egress.network_mode
+        kwargs["buildargs"] = {**config.build_args, **egress.build_args}
         try:
             # Checks the data root's free space first (InfrastructureError: nothing is built).
             async with limits:
@@ -622,6 +652,8 @@ class DockerSandbox:
                 f"build of {where} exceeded {config.build_timeout_s:.0f}s:\n{_tail(chr(10).join(log))}"
             ) from exc
         except BuildFailed as exc:
+            if self._build_networks.proxy_failed_during(egress):
+                raise InfrastructureError(f"build of {where} failed while the egress proxy was down") from exc
             raise BuildFailed(f"build of {where} failed: {exc}\n{_tail(chr(10).join(log))}") from exc
         except docker.errors.APIError as exc:
             if exc.is_client_error():  # e.g. a Dockerfile the daemon cannot parse
@@ -632,6 +664,8 @@ class DockerSandbox:
         finally:
             # Also on cancellation: the thread then drops the build at its next chunk of output.
             abort.set()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._build_networks.release(client, self._blocking, egress))
         if not image_id:
             raise BuildFailed(f"build of {where} produced no image:\n{_tail(chr(10).join(log))}")
         image_id = str(image_id)
@@ -1038,10 +1072,11 @@ class DockerSandbox:
         return SlotSandbox(self, tuple(device_ids))
 
     async def close(self) -> None:
-        """Close the connection to the daemon. The sandbox reconnects if used again."""
+        """Stop the build egress proxy and close the connection to the daemon (both come back if used)."""
         watches, self._watches = list(self._watches.values()), {}
         for watch in watches:
             await asyncio.to_thread(watch.close)
+        await self._build_networks.close()
         async with self._client_lock:
             client, self._client = self._client, None
         if client is not None:
