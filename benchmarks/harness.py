@@ -69,7 +69,7 @@ from evaluation.judge.port import AsyncEvaluator, JudgeInfo
 from evaluation.judge.prompts import PROMPT_VERSION
 from evaluation.miner_client import MinerClient
 from evaluation.pipeline import Pipeline, PipelineConfig
-from evaluation.sandbox.port import RunningModel, Sandbox
+from evaluation.sandbox.port import ContainerExit, RunningModel, Sandbox
 from evaluation.types import Submission
 from evaluation.voicebench.dataset import SAMPLE_RATE, Item
 from evaluation.voicebench.evaluators import SUBSET_EVALUATOR, get_evaluator
@@ -167,10 +167,11 @@ def _item(subset: str, index: int, audio: np.ndarray) -> Item:
 
 
 def make_repo(folder: Path) -> Path:
-    """The smallest repo ``check_repo`` accepts: the overhead runs need no build."""
+    """The smallest repo the pre-build checks accept: the overhead runs need no build."""
     folder.mkdir(parents=True, exist_ok=True)
+    text = {"hotkey.txt": HOTKEY + "\n", "Dockerfile": "FROM scratch\n"}
     for name in REQUIRED_FILES:
-        (folder / name).write_text(HOTKEY + "\n" if name == "hotkey.txt" else "# bench\n", encoding="utf-8")
+        (folder / name).write_text(text.get(name, "# bench\n"), encoding="utf-8")
     return folder
 
 
@@ -190,6 +191,10 @@ class FixedSandbox:
 
     async def stop(self, model: RunningModel) -> None:
         """Nothing to stop: the stand-in outlives evaluations."""
+
+    async def exit_report(self, model: RunningModel) -> ContainerExit | None:
+        """Never ends by itself: the stand-in outlives evaluations."""
+        return None
 
     async def cleanup(self) -> int:
         """Nothing was created."""
@@ -220,6 +225,10 @@ class TimedSandbox:
         """``inner.stop``."""
         await self.inner.stop(model)
 
+    async def exit_report(self, model: RunningModel) -> ContainerExit | None:
+        """``inner.exit_report``."""
+        return await self.inner.exit_report(model)
+
     async def cleanup(self) -> int:
         """``inner.cleanup``."""
         return await self.inner.cleanup()
@@ -244,6 +253,10 @@ class TimedSource:
             return await self._inner.fetch(submission, dest_root)
         finally:
             self.fetch_s = time.monotonic() - started
+
+    async def release(self, repo_dir: Path) -> None:
+        """``inner.release``."""
+        await self._inner.release(repo_dir)
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,17 @@ class RepoInvalid(SubmissionRejected):
     """The repo is missing files, too large, or its hotkey.txt does not match."""
 
 
+class DockerfileRefused(RepoInvalid):
+    """The Dockerfile asks the daemon for something the build policy refuses; found before any build.
+
+    ``reasons`` holds one line per violation (``line 4: ADD http://...: ...``); the message lists them all.
+    """
+
+    def __init__(self, message: str, reasons: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+
 class BuildFailed(SubmissionRejected):
     """The repo's Dockerfile did not build."""
 

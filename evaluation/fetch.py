@@ -66,6 +66,13 @@ _log = logging.getLogger(__name__)
 _slog = structlog.get_logger(__name__)
 
 
+def default_hub_endpoint() -> str:
+    """The hub the client talks to when no endpoint is configured (its default, or ``HF_ENDPOINT``)."""
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
 class RepoSource(Protocol):
     """Where a submission's files come from."""
 
@@ -75,6 +82,10 @@ class RepoSource(Protocol):
         Returns that folder. Raises :class:`RepoInvalid` when the repo is the miner's fault (missing,
         too large, bad names) and :class:`InfrastructureError` when our side or the hub failed.
         """
+        ...
+
+    async def release(self, repo_dir: Path) -> None:
+        """The caller is done with a folder ``fetch`` returned (a shared snapshot may be collected now)."""
         ...
 
 
@@ -169,6 +180,9 @@ class HubRepoSource(RepoSource):
         finally:
             await asyncio.to_thread(functools.partial(shutil.rmtree, staging, ignore_errors=True))
         return final_dir
+
+    async def release(self, repo_dir: Path) -> None:
+        """Nothing: the folder lies under the caller's ``dest_root``, which the caller removes."""
 
     async def _listing(self, repo_id: str, revision: str, deadline: float) -> list[_ExpectedFile]:
         api = HfApi(endpoint=self._endpoint, token=self._token)
@@ -278,6 +292,14 @@ def _pinned_ref(submission: Submission) -> tuple[str, str]:
 
 def _check_repo_path(name: object) -> str:
     """A hub file name we are willing to create: relative, plain components, nowhere special."""
+    name = _check_name(name)
+    if tuple(name.split("/")[: len(_CLIENT_METADATA_DIR)]) == _CLIENT_METADATA_DIR:
+        raise RepoInvalid(f"file name uses a reserved folder: {name!r}")
+    return name
+
+
+def _check_name(name: object) -> str:
+    """Relative, at most 1024 characters, no control characters or backslashes, plain components."""
     if not isinstance(name, str) or not name or len(name) > _MAX_PATH_CHARS:
         raise RepoInvalid(f"invalid file name in repo listing: {name!r}")
     if name.startswith("/") or "\\" in name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
@@ -285,8 +307,6 @@ def _check_repo_path(name: object) -> str:
     parts = name.split("/")
     if any(part in ("", ".", "..", ".git") for part in parts):
         raise RepoInvalid(f"invalid file name in repo listing: {name!r}")
-    if tuple(parts[: len(_CLIENT_METADATA_DIR)]) == _CLIENT_METADATA_DIR:
-        raise RepoInvalid(f"file name uses a reserved folder: {name!r}")
     return name
 
 
@@ -434,8 +454,11 @@ class LocalDirSource(RepoSource):
         """Copy the folder into a new folder under ``dest_root`` and return it."""
         return await asyncio.to_thread(self._copy, Path(dest_root))
 
+    async def release(self, repo_dir: Path) -> None:
+        """Nothing: the copy lies under the caller's ``dest_root``, which the caller removes."""
+
     def _copy(self, dest_root: Path) -> Path:
-        entries = _scan_local(self._path, self._max_repo_bytes, self._max_files)
+        entries = scan_local(self._path, self._max_repo_bytes, self._max_files)
         dest_root.mkdir(parents=True, exist_ok=True)
         target = Path(tempfile.mkdtemp(prefix="local-", dir=dest_root))
         try:
@@ -453,10 +476,11 @@ class LocalDirSource(RepoSource):
         return target
 
 
-def _scan_local(root: Path, max_bytes: int, max_files: int) -> list[tuple[str, str]]:
+def scan_local(root: Path, max_bytes: int, max_files: int) -> list[tuple[str, str]]:
     """(relative path, "dir" | "file" | "link") for everything to copy, parents first; enforces limits.
 
-    Stops as soon as a limit is passed, so pointing it at a huge folder costs little.
+    ``.git`` is left out, special files are refused. Stops as soon as a limit is passed, so pointing it
+    at a huge folder costs little.
     """
     if not root.is_dir():
         raise RepoInvalid(f"not a folder: {root}")
@@ -496,6 +520,13 @@ def check_repo(repo_dir: Path, expected_hotkey: str | None) -> None:
     smaller than 1 kB in UTF-8 whose stripped content equals ``expected_hotkey`` (when given), and no
     symlink that leads outside the repo nor any special file. Blocking: run it in a thread.
     """
+    check_layout(repo_dir)
+    check_hotkey(repo_dir, expected_hotkey)
+    _check_tree(repo_dir)
+
+
+def check_layout(repo_dir: Path) -> None:
+    """The files in :data:`REQUIRED_FILES` exist at the top level as regular files; RepoInvalid if not."""
     repo_dir = Path(repo_dir)
     if not repo_dir.is_dir():
         raise RepoInvalid(f"repo folder missing: {repo_dir}")
@@ -506,11 +537,12 @@ def check_repo(repo_dir: Path, expected_hotkey: str | None) -> None:
         mode = (repo_dir / name).lstat().st_mode
         if not stat.S_ISREG(mode):
             raise RepoInvalid(f"{name} must be a regular file, not a symlink or folder")
-    _check_hotkey(repo_dir / HOTKEY_FILE, expected_hotkey)
-    _check_tree(repo_dir)
 
 
-def _check_hotkey(path: Path, expected_hotkey: str | None) -> None:
+def check_hotkey(repo_dir: Path, expected_hotkey: str | None) -> str:
+    """The hotkey ``hotkey.txt`` names (stripped); RepoInvalid when it is unreadable, empty, too large,
+    or differs from ``expected_hotkey`` (not compared when None). Needs :func:`check_layout` first."""
+    path = Path(repo_dir) / HOTKEY_FILE
     size = path.lstat().st_size
     if size >= HOTKEY_MAX_BYTES:
         raise RepoInvalid(f"{HOTKEY_FILE} is {size} bytes; it must be smaller than {HOTKEY_MAX_BYTES}")
@@ -527,6 +559,7 @@ def _check_hotkey(path: Path, expected_hotkey: str | None) -> None:
         raise RepoInvalid(
             f"{HOTKEY_FILE} names {hotkey[:64]!r}, but the submission comes from {expected_hotkey[:64]!r}"
         )
+    return hotkey
 
 
 def _check_tree(repo_dir: Path) -> None:
@@ -539,8 +572,25 @@ def _check_tree(repo_dir: Path) -> None:
             rel = full.relative_to(repo_dir).as_posix()
             mode = full.lstat().st_mode
             if stat.S_ISLNK(mode):
-                target = os.path.realpath(full)
-                if os.path.commonpath([real_root, target]) != real_root:
-                    raise RepoInvalid(f"symlink {rel} points outside the repo")
+                _check_link(real_root, full, rel)
             elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 raise RepoInvalid(f"special file in repo: {rel}")
+
+
+def _check_link(real_root: str, full: Path, rel: str) -> None:
+    target = os.path.realpath(full)
+    if os.path.commonpath([real_root, target]) != real_root:
+        raise RepoInvalid(f"symlink {rel} points outside the repo")
+
+
+def check_entries(repo_dir: Path, entries: list[tuple[str, str]]) -> None:
+    """Every path of :func:`scan_local`'s ``entries`` is a name the hub accepts and no symlink leads
+    outside the repo; RepoInvalid naming the first that fails.
+
+    The hub client's own bookkeeping folder is not refused here: uploading a folder leaves it out.
+    """
+    real_root = os.path.realpath(repo_dir)
+    for rel, kind in entries:
+        _check_name(rel)
+        if kind == "link":
+            _check_link(real_root, Path(repo_dir) / rel, rel)

@@ -6,6 +6,7 @@ enough (the old validator accepted any 200 and then scored a half-started model)
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 MAX_ERROR_CHARS = 500
@@ -37,3 +38,16 @@ def parse_health(payload: object) -> Health:
         model_loaded=loaded,
         error=str(error)[:MAX_ERROR_CHARS] if error else None,
     )
+
+
+def health_from_body(body: bytes) -> Health:
+    """Parse a raw health answer; malformed, undecodable or absurdly nested JSON is "not ready".
+
+    Deep nesting (``[[[[...]]]]`` within the size cap) makes ``json.loads`` raise RecursionError, not
+    ValueError: it is the miner's malformed answer like any other, never our crash.
+    """
+    try:
+        payload: object = json.loads(body)
+    except (ValueError, RecursionError):
+        return Health(status="malformed", model_loaded=False, error="health answer is not JSON")
+    return parse_health(payload)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,8 @@ import numpy as np
 
 from evaluation.audio import decode_npy_b64, encode_npy_b64_bytes
 from evaluation.errors import MinerResponseError
-from evaluation.health import Health, parse_health
+from evaluation.health import Health, health_from_body
+from evaluation.untrusted_text import for_judge
 
 HEALTH_PATH = "/api/v1/health"
 V2T_PATH = "/api/v1/v2t"
@@ -32,9 +32,10 @@ MIN_ANSWER_SAMPLE_RATE = 8_000
 MAX_ANSWER_SAMPLE_RATE = 48_000
 
 _READ_CHUNK = 64 * 1024
+# Bodies up to this size are parsed on the event loop (well under a millisecond); larger ones in a thread.
+_INLINE_JSON_BYTES = 64 * 1024
 # Reason phrases and error snippets are miner-controlled: keep what reaches the logs short.
 _MAX_REASON_CHARS = 80
-_KEEP_CONTROL_CHARS = frozenset("\n\t")
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,11 @@ class MinerClient:
     async def health(self) -> Health:
         """``GET /api/v1/health``.
 
-        A body that is not a JSON object is reported as a not-ready :class:`Health` (``parse_health``
+        A body that is not a JSON object is reported as a not-ready :class:`Health` (``health_from_body``
         never raises); an HTTP error status or a transport fault raises MinerResponseError, which a
         caller polling a starting container treats as "not up yet".
         """
-        body = await self._request("GET", HEALTH_PATH, None)
-        try:
-            payload: object = json.loads(body)
-        except (ValueError, RecursionError):
-            payload = None
-        return parse_health(payload)
+        return health_from_body(await self._request("GET", HEALTH_PATH, None))
 
     async def v2t(self, audio: np.ndarray, sample_rate: int) -> str:
         """Voice to text: send ``audio`` (1-D, at ``sample_rate`` Hz) and return the miner's text.
@@ -174,7 +170,12 @@ class MinerClient:
             "POST", path, audio_request_body(audio, int(sample_rate)), max_bytes=max_bytes
         )
         try:
-            payload = json.loads(body)
+            # A spoken answer's body runs to megabytes of base64: parsed off the event loop.
+            payload = (
+                json.loads(body)
+                if len(body) <= _INLINE_JSON_BYTES
+                else await asyncio.to_thread(json.loads, body)
+            )
         except (ValueError, RecursionError) as exc:
             # ValueError covers both malformed JSON and undecodable bytes; deep nesting recurses.
             raise MinerResponseError(f"{path}: response is not JSON ({type(exc).__name__})") from exc
@@ -203,7 +204,7 @@ class MinerClient:
                 headers=headers,
             ) as response:
                 if not 200 <= response.status < 300:
-                    reason = _clip(_strip_controls(response.reason or ""), _MAX_REASON_CHARS)
+                    reason = _strip_controls(_clip(response.reason or "", _MAX_REASON_CHARS))
                     raise MinerResponseError(f"{path}: HTTP {response.status} {reason}".rstrip())
                 return await self._read_capped(response, path, max_bytes or self._max_response_bytes)
         except MinerResponseError:
@@ -232,7 +233,8 @@ class MinerClient:
         return bytes(body)
 
     def _clean_text(self, text: str) -> str:
-        return _clip(_strip_controls(text), self._max_text_chars)
+        # Clipped first: the cleaning's cost must not scale with what the miner chose to send.
+        return _strip_controls(_clip(text, self._max_text_chars))
 
 
 def audio_request_body(audio: np.ndarray, sample_rate: int) -> bytes:
@@ -254,14 +256,13 @@ def audio_request_body(audio: np.ndarray, sample_rate: int) -> bytes:
 
 
 def _strip_controls(text: str) -> str:
-    """Drop control characters (except newline and tab) and lone surrogates.
+    """Drop control and invisible format characters (newline and tab kept) and lone surrogates.
 
-    NULs break SQLite text and C-backed loggers, escape sequences garble terminals, and lone surrogates
-    (valid in JSON escapes) cannot be encoded as UTF-8 further down.
+    NULs break SQLite text and C-backed loggers, escape sequences garble terminals, lone surrogates
+    (valid in JSON escapes) cannot be encoded as UTF-8 further down, and bidi overrides or tag
+    characters would carry text into the judge's prompt that no reader of the answer sees.
     """
-    return "".join(
-        ch for ch in text if ch in _KEEP_CONTROL_CHARS or unicodedata.category(ch) not in ("Cc", "Cs")
-    )
+    return for_judge(text)
 
 
 def _clip(text: str, limit: int) -> str:

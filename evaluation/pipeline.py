@@ -21,11 +21,12 @@ import structlog
 
 from evaluation.competition import DEFAULT_SPEC, CompetitionSpec, combined_score
 from evaluation.errors import MinerResponseError, SubmissionRejected
-from evaluation.fetch import RepoSource, check_repo
+from evaluation.fetch import RepoSource
 from evaluation.fingerprint import content_fingerprint, weights_fingerprint
 from evaluation.judge.client import JudgeClient
 from evaluation.judge.port import AsyncEvaluator
 from evaluation.miner_client import MinerClient
+from evaluation.prebuild import PrebuildConfig, check_before_build
 from evaluation.progress import EvaluationProgress
 from evaluation.sandbox.port import RunningModel, Sandbox
 from evaluation.types import EvaluationResult, SampleResult, Submission, SubsetScore
@@ -52,6 +53,8 @@ class PipelineConfig:
     miner_timeout_s: float = 60.0
     evaluation_budget_s: float = 1800.0  # all requests of one evaluation; samples after it fail
     check_hotkey: bool = True
+    # Size caps and the Dockerfile policy checked before the sandbox sees the repo.
+    prebuild: PrebuildConfig = field(default_factory=PrebuildConfig)
 
 
 class ResultSink(Protocol):
@@ -171,13 +174,18 @@ class Pipeline:
         self._work_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"uid{submission.uid}-", dir=self._work_dir))
         fingerprints: tuple[str, ...] = ()
+        crash: str | None = None
+        repo_dir: Path | None = None
         try:
             if progress is not None:
                 progress.stage("fetch")
             repo_dir = await self._source.fetch(submission, scratch)
             fingerprints = await asyncio.to_thread(repo_fingerprints, repo_dir)
             await asyncio.to_thread(
-                check_repo, repo_dir, submission.hotkey if self._config.check_hotkey else None
+                check_before_build,
+                repo_dir,
+                self._config.prebuild,
+                submission.hotkey if self._config.check_hotkey else None,
             )
             bound.info("repo fetched and checked")
             items = await asyncio.to_thread(self.round_items, seed)
@@ -193,7 +201,15 @@ class Pipeline:
                 try:
                     if progress is not None:
                         progress.stage("query", total=len(todo))
-                    results += await self._query_all(model, todo, sink, progress, spec)
+                    answered = await self._query_all(model, todo, sink, progress, spec)
+                    results += answered
+                    if any(r.error is not None for r in answered):
+                        # Failed samples are the miner's only if its container is alive or ended by
+                        # its own doing; a runtime that lost it raises InfrastructureError here.
+                        ended = await sandbox.exit_report(model)
+                        if ended is not None:
+                            crash = ended.describe()
+                            bound.warning("miner container exited mid-evaluation", reason=crash)
                 finally:
                     await sandbox.stop(model)
             subsets = [_aggregate(subset, [r for r in results if r.subset == subset]) for subset in items]
@@ -208,9 +224,13 @@ class Pipeline:
                 seed=seed,
             )
         finally:
+            if repo_dir is not None:
+                await self._source.release(repo_dir)
             await asyncio.to_thread(shutil.rmtree, scratch, True)
         voicebench = overall_score({s.subset: s.score for s in subsets})
         details = {**self._details, "competition": submission.competition, "task": spec.task}
+        if crash is not None:
+            details["container_exit"] = crash
         mos_percent = None
         if spec.task == "v2v" and self._voice is not None:
             mos_percent = self._voice.mos_percent(results)

@@ -2,7 +2,9 @@
 
 A revision is immutable, so a snapshot fetched once (and verified against the hub's digests by the inner
 source) serves every later evaluation of it: a retry after an infrastructure failure, a re-evaluation, a
-restart. The least recently used snapshots are deleted when the cache grows past its budget.
+restart. The least recently used snapshots are deleted when the cache grows past its budget, except
+the ones in use: each ``fetch`` leases its snapshot until ``release``, so fetching large revisions
+(an attacker's, say) can never delete the snapshot another evaluation is still building from.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import asyncio
 import os
 import shutil
 import time
+from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 
 import structlog
@@ -37,25 +41,50 @@ class CachedRepoSource:
         self._dir = cache_dir
         self._budget = budget_bytes
         self._locks: dict[str, asyncio.Lock] = {}
+        # Snapshot name -> evaluations holding it (leased by fetch, given back by release), plus the
+        # snapshots being fetched right now: garbage collection never deletes either.
+        self._leases: Counter[str] = Counter()
 
     async def fetch(self, submission: Submission, dest_root: Path) -> Path:
-        """The cached snapshot of ``submission``'s revision, fetching it first when missing."""
+        """The cached snapshot of ``submission``'s revision, fetching it first when missing.
+
+        The snapshot is leased to the caller until :meth:`release`.
+        """
         key = f"{submission.repo_id.replace('/', '--')}--{submission.revision}"
         lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            cached = self._dir / key
-            if (cached / COMPLETE_MARKER).is_file():
-                await asyncio.to_thread(os.utime, cached / COMPLETE_MARKER)
-                log.debug("repo snapshot from cache", key=key)
-                return cached
-            staging = self._dir / ".staging"
-            await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
-            fetched = await self._inner.fetch(submission, staging)
-            await asyncio.to_thread(_install, fetched, cached)
-            removed = await asyncio.to_thread(collect_garbage, self._dir, self._budget, keep=key)
-            if removed:
-                log.info("repo cache trimmed", removed=removed, budget_bytes=self._budget)
+        self._leases[key] += 1
+        try:
+            async with lock:
+                return await self._fetch_locked(submission, key)
+        except BaseException:
+            self._give_back(key)
+            raise
+
+    async def _fetch_locked(self, submission: Submission, key: str) -> Path:
+        cached = self._dir / key
+        if (cached / COMPLETE_MARKER).is_file():
+            await asyncio.to_thread(os.utime, cached / COMPLETE_MARKER)
+            log.debug("repo snapshot from cache", key=key)
             return cached
+        staging = self._dir / ".staging"
+        await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
+        fetched = await self._inner.fetch(submission, staging)
+        await asyncio.to_thread(_install, fetched, cached)
+        removed = await asyncio.to_thread(
+            collect_garbage, self._dir, self._budget, keep=frozenset(self._leases)
+        )
+        if removed:
+            log.info("repo cache trimmed", removed=removed, budget_bytes=self._budget)
+        return cached
+
+    async def release(self, repo_dir: Path) -> None:
+        """Give back the lease ``fetch`` took on ``repo_dir``'s snapshot."""
+        self._give_back(Path(repo_dir).name)
+
+    def _give_back(self, key: str) -> None:
+        self._leases[key] -= 1
+        if self._leases[key] <= 0:
+            del self._leases[key]
 
 
 def _install(fetched: Path, cached: Path) -> None:
@@ -77,28 +106,31 @@ def _size(folder: Path) -> int:
     return total
 
 
-def collect_garbage(cache_dir: Path, budget_bytes: int, keep: str | None = None) -> list[str]:
+def collect_garbage(cache_dir: Path, budget_bytes: int, keep: Collection[str] = ()) -> list[str]:
     """Delete incomplete snapshots, then the least recently used ones until the cache fits the budget.
 
-    ``keep`` names a snapshot that is never deleted (the one just fetched). Returns the deleted names.
+    ``keep`` names snapshots that are never deleted, complete or not (in use, or being fetched).
+    Returns the deleted names.
     """
     removed: list[str] = []
     entries: list[tuple[float, str, int]] = []
+    kept_bytes = 0
     for entry in cache_dir.iterdir() if cache_dir.is_dir() else ():
         if entry.name == ".staging" or not entry.is_dir():
             continue
         marker = entry / COMPLETE_MARKER
+        if entry.name in keep:
+            kept_bytes += _size(entry)  # counts against the budget, but is never a candidate
+            continue
         if not marker.is_file():
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
             continue
         entries.append((marker.stat().st_mtime, entry.name, _size(entry)))
-    total = sum(size for _, _, size in entries)
+    total = kept_bytes + sum(size for _, _, size in entries)
     for _, name, size in sorted(entries):
         if total <= budget_bytes:
             break
-        if name == keep:
-            continue
         shutil.rmtree(cache_dir / name, ignore_errors=True)
         removed.append(name)
         total -= size

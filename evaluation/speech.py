@@ -95,21 +95,30 @@ def normalize_words(text: str) -> list[str]:
     return [word for word in words if word]
 
 
+MAX_WER_WORDS = 600
+
+
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """(substitutions + deletions + insertions) / reference words, on :func:`normalize_words`.
 
     An empty reference gives 0.0 when the hypothesis is empty too, else 1.0. The value may exceed 1
     when the hypothesis has many more words than the reference.
     """
-    ref = normalize_words(reference)
-    hyp = normalize_words(hypothesis)
+    # Bounded: both texts come from the miner (one directly, one through ASR of its audio), and the
+    # distance is quadratic. Words past the cap are not compared (an answer is far shorter).
+    ref = normalize_words(reference)[:MAX_WER_WORDS]
+    hyp = normalize_words(hypothesis)[:MAX_WER_WORDS]
     if not ref:
         return 0.0 if not hyp else 1.0
     # Levenshtein distance over words, one row at a time: O(len(ref) * len(hyp)) time, O(len(hyp)) memory.
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, start=1):
-        current = [i] + [0] * len(hyp)
-        for j, hyp_word in enumerate(hyp, start=1):
+    # Words as small integers: comparing ints is cheaper than comparing strings in the inner loop.
+    ids: dict[str, int] = {}
+    ref_ids = [ids.setdefault(word, len(ids)) for word in ref]
+    hyp_ids = [ids.setdefault(word, len(ids)) for word in hyp]
+    previous = list(range(len(hyp_ids) + 1))
+    for i, ref_word in enumerate(ref_ids, start=1):
+        current = [i] + [0] * len(hyp_ids)
+        for j, hyp_word in enumerate(hyp_ids, start=1):
             current[j] = min(
                 previous[j] + 1,  # deletion
                 current[j - 1] + 1,  # insertion

@@ -147,7 +147,10 @@ class VoiceToVoiceScorer:
             "ASR", self._recognizer.transcribe, answer.audio, answer.sample_rate
         )
         content = await _score(evaluator, item, transcript)
-        wer = None if answer.text is None else word_error_rate(answer.text, transcript)
+        # Up to a few hundred ms of pure Python on long answers: off the event loop.
+        wer = (
+            None if answer.text is None else await asyncio.to_thread(word_error_rate, answer.text, transcript)
+        )
         factor = consistency_factor(wer, config.wer_tolerance)
         mos = None
         if self._mos is not None:

@@ -11,8 +11,13 @@
 #   VV_DOCKER_BRIDGE          bridge interface for the default network (default vvdocker0)
 #   VV_DOCKER_BIP             address of that bridge (default 10.212.0.1/24)
 #   VV_DOCKER_POOL            address pool for user-defined networks (default 10.213.0.0/16, /24 each)
+#   VV_DOCKER_BUILD_POOL      address pool of the validator's per-build networks (default 10.214.0.0/16;
+#                             the validator's build-subnet-pool setting must match)
+#   VV_BUILD_PROXY_PORT       TCP port of the validator's build egress proxy (default 3199; its
+#                             build-proxy-port setting must match)
 #   VV_DOCKER_STORAGE_DRIVER  force a storage driver (default: dockerd's choice, vfs as a fallback)
-#   VV_DOCKER_GUARD_HOST      1 (default): drop new connections from our containers to the host
+#   VV_DOCKER_GUARD_HOST      1 (default): drop new connections from our containers to the host, and
+#                             reject whatever build networks would route elsewhere
 #   VV_DOCKER_START_TIMEOUT   seconds to wait for the daemon to answer (default 60)
 #
 # Must run as root (dockerd needs it).
@@ -22,6 +27,8 @@ VV_DOCKER_DIR="${VV_DOCKER_DIR:-/var/lib/voice-validator/docker}"
 BRIDGE="${VV_DOCKER_BRIDGE:-vvdocker0}"
 BIP="${VV_DOCKER_BIP:-10.212.0.1/24}"
 POOL="${VV_DOCKER_POOL:-10.213.0.0/16}"
+BUILD_POOL="${VV_DOCKER_BUILD_POOL:-10.214.0.0/16}"
+PROXY_PORT="${VV_BUILD_PROXY_PORT:-3199}"
 GUARD_HOST="${VV_DOCKER_GUARD_HOST:-1}"
 START_TIMEOUT="${VV_DOCKER_START_TIMEOUT:-60}"
 SOCK="$VV_DOCKER_DIR/docker.sock"
@@ -65,13 +72,39 @@ ensure_host_guard() {
         guard_rule -I INPUT -s "$BIP" -p "$proto" --dport 53 -j ACCEPT \
             || log "warning: could not add the DNS exception for $BIP"
     done
+    ensure_build_guard
+}
+
+# Build networks (the validator's build-network proxy) may open exactly one kind of connection to the
+# host: TCP to the egress proxy's port on a build network's gateway. Every rule is a drop on its own
+# disjoint condition (plus one accept for hosts whose INPUT policy is DROP), so their order does not
+# matter and re-running this script after an upgrade cannot put one above another the wrong way.
+ensure_build_guard() {
+    local rules=(
+        "-s $BUILD_POOL ! -i lo -p tcp ! --dport $PROXY_PORT -m conntrack --ctstate NEW,INVALID -j DROP"
+        "-s $BUILD_POOL ! -i lo ! -p tcp -m conntrack --ctstate NEW,INVALID -j DROP"
+        "-s $BUILD_POOL ! -d $BUILD_POOL ! -i lo -p tcp --dport $PROXY_PORT -j DROP"
+        "! -s $BUILD_POOL ! -i lo -p tcp --dport $PROXY_PORT -j DROP"
+        "-s $BUILD_POOL -d $BUILD_POOL -p tcp --dport $PROXY_PORT -j ACCEPT"
+    )
+    local rule
+    for rule in "${rules[@]}"; do
+        # shellcheck disable=SC2086  # each rule is a list of iptables words
+        guard_rule -I INPUT $rule || log "warning: could not add the build guard rule: $rule"
+    done
+    # Build steps have a default route via their gateway, the host, and Docker's isolation rules drop
+    # what they send elsewhere silently; rejecting it makes a connect fail at once instead of hanging.
+    guard_rule -I DOCKER-USER -s "$BUILD_POOL" -j REJECT --reject-with icmp-net-unreachable \
+        || log "warning: could not add the forward reject rule for $BUILD_POOL (no DOCKER-USER chain?)"
 }
 
 # Each run's network gets a /24 route of its own; once the network is removed, a request to a stale
 # container address would follow the default route out of the machine. The blackhole route for the
 # whole pool makes such requests fail at once instead (longer per-network prefixes still win).
 ensure_pool_blackhole() {
-    ip route replace blackhole "$POOL" || log "warning: could not add a blackhole route for $POOL"
+    for pool in "$POOL" "$BUILD_POOL"; do
+        ip route replace blackhole "$pool" || log "warning: could not add a blackhole route for $pool"
+    done
 }
 
 done_ok() {

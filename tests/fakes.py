@@ -9,8 +9,8 @@ from pathlib import Path
 from aiohttp import web
 
 from evaluation.audio import decode_npy_b64
-from evaluation.errors import BuildFailed, StartFailed
-from evaluation.sandbox.port import RunningModel
+from evaluation.errors import BuildFailed, InfrastructureError, StartFailed
+from evaluation.sandbox.port import ContainerExit, RunningModel
 from evaluation.types import Submission
 
 
@@ -63,6 +63,11 @@ class InProcessSandbox:
         runner = self._runners.pop(model.container_id, None)
         if runner is not None:
             await runner.cleanup()
+
+    async def exit_report(self, model: RunningModel) -> ContainerExit | None:
+        if model.container_id not in self._runners:
+            raise InfrastructureError(f"fake: {model.container_id} was removed from outside the evaluation")
+        return None  # an in-process server never exits by itself
 
     async def cleanup(self) -> int:
         count = len(self._runners)

@@ -35,7 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from evaluation.audio import decode_npy_b64
-from evaluation.sandbox.port import RunningModel
+from evaluation.sandbox.port import ContainerExit, RunningModel
 from evaluation.types import Submission
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +65,9 @@ class ExternalSandbox:
 
     async def stop(self, model: RunningModel) -> None:
         return None
+
+    async def exit_report(self, model: RunningModel) -> ContainerExit | None:
+        return None  # the process outlives evaluations; its test watches it itself
 
     async def cleanup(self) -> int:
         return 0

@@ -361,3 +361,43 @@ async def test_forged_layer_lines_never_remove_someone_elses_image(
     with pytest.raises(BuildFailed):
         await sandbox.start(submission(f"hk-{secrets.token_hex(4)}"), repo)
     assert sorted(image.id for image in map(client.images.get, victims)) == sorted(victims)
+
+
+# ------------------------------------------------------------------------------------ the request's query
+
+SPAWN = """
+import subprocess, sys
+kids, refused = [], None
+for _ in range(400):
+    try:
+        kids.append(subprocess.Popen(["sleep", "60"]))
+    except OSError as exc:
+        refused = exc
+        break
+sys.stdout.write(f"spawned {len(kids)} refused: {refused}\\n")
+for kid in kids:
+    kid.kill()
+    kid.wait()
+"""
+
+
+async def test_sandbox_builds_run_in_the_builds_cgroup_under_its_process_bound(
+    config: SandboxConfig, build_logs: list[list[str]], tmp_path: Path
+) -> None:
+    # The raw request carries the build-limits query (cgroupparent) the SDK's build call could not.
+    box = DockerSandbox(dataclasses.replace(config, build_pids_limit=64))
+    repo = make_repo(
+        tmp_path / "repo",
+        'COPY spawn.py /\nRUN cat /proc/self/cgroup && python3 /spawn.py\nCMD ["true"]\n',
+        {"spawn.py": SPAWN},
+    )
+    try:
+        with pytest.raises(StartFailed):  # built; the image's CMD serves nothing
+            await box.start(submission(f"hk-{secrets.token_hex(4)}"), repo)
+    finally:
+        await box.cleanup()
+        await box.close()
+    log = "\n".join(build_logs[-1])
+    assert "/voice-validator-build/" in log, log[-2000:]
+    spawned = [line for line in build_logs[-1] if line.startswith("spawned ")]
+    assert spawned and int(spawned[0].split()[1]) < 64, log[-2000:]

@@ -208,6 +208,7 @@ def cases(probe_address: str | None, listeners: dict[str, Listener]) -> list[Cas
         Case("endless", {"mode": "endless"}),
         Case("slow", {"mode": "slow"}),
         Case("never_healthy", {"mode": "never_healthy"}),
+        Case("nested_health", {"mode": "nested_health"}),
         Case("crash", {"mode": "crash_after", "requests": 2}),
         Case("wrong_hotkey", {"answer": "B"}, hostile_server=False, repo_hotkey=CONTROL),
         Case(
@@ -510,6 +511,12 @@ def test_slow_responses_time_out_one_by_one(hostile_round: Outcome) -> None:
     assert_failed_samples(hostile_round, "slow", f"no complete answer within {MINER_TIMEOUT_S:g}s")
     for sample in hostile_round.samples["5H-slow"]:
         assert sample.latency_s < MINER_TIMEOUT_S + 2, sample  # failed at the deadline, not later
+    assert_validator_and_host_unharmed(hostile_round)
+
+
+def test_deeply_nested_health_json_is_the_miners_fault_not_our_crash(hostile_round: Outcome) -> None:
+    # json.loads raises RecursionError on it: once recorded as our crash and retried forever.
+    assert_rejected(hostile_round, "nested_health", "StartFailed", "not ready", "not JSON")
     assert_validator_and_host_unharmed(hostile_round)
 
 

@@ -59,7 +59,7 @@ def test_garbage_collection_never_drops_the_kept_snapshot(tmp_path: Path) -> Non
     cache = tmp_path / "cache"
     snapshot(cache, "huge-just-fetched", 5000, age_s=1000)
     snapshot(cache, "other", 10, age_s=10)
-    assert collect_garbage(cache, budget_bytes=100, keep="huge-just-fetched") == ["other"]
+    assert collect_garbage(cache, budget_bytes=100, keep={"huge-just-fetched"}) == ["other"]
     assert (cache / "huge-just-fetched").is_dir()
 
 
@@ -73,3 +73,24 @@ def test_incomplete_snapshots_are_removed(tmp_path: Path) -> None:
 def test_budget_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="budget"):
         CachedRepoSource(HubRepoSource(), tmp_path, budget_bytes=0)
+
+
+async def test_a_snapshot_in_use_survives_other_fetches_until_it_is_released(tmp_path: Path) -> None:
+    """An attacker fetching large revisions must not delete the snapshot a victim is building from."""
+    hub_root = tmp_path / "hub"
+    victim_rev = publish(hub_root, "victim/model", make_repo(tmp_path / "victim", b"v" * 4000))
+    big = [
+        publish(hub_root, f"big/m{i}", make_repo(tmp_path / f"big{i}", os.urandom(6000))) for i in range(3)
+    ]
+    async with LocalHub(hub_root) as url:
+        source = CachedRepoSource(HubRepoSource(endpoint=url), tmp_path / "cache", budget_bytes=8000)
+        victim = await source.fetch(Submission(1, "5V", "victim/model", victim_rev), tmp_path / "s")
+        for i, revision in enumerate(big):
+            folder = await source.fetch(Submission(2, "5A", f"big/m{i}", revision), tmp_path / "s")
+            await source.release(folder)
+        # Over budget the whole time, yet the leased snapshot is whole.
+        assert (victim / "model.bin").read_bytes() == b"v" * 4000 and (victim / COMPLETE_MARKER).is_file()
+        await source.release(victim)
+        last = await source.fetch(Submission(2, "5A", "big/m0", big[0]), tmp_path / "s")
+        await source.release(last)
+        assert not victim.exists()  # released: the least recently used, collected at the next fetch

@@ -705,7 +705,9 @@ async def test_environment_holds_no_validator_secrets_or_proxy_settings(
             container = container_of(client, model)
             image_env = {e.split("=", 1)[0] for e in client.images.get(model.image_id).attrs["Config"]["Env"]}
             names = {e.split("=", 1)[0] for e in container.attrs["Config"]["Env"]}
-            assert names == image_env | {"HOME", "PORT"}
+            # Plus the GPU runtime's two variables, which the validator sets (none assigned here: void).
+            gpu_runtime = {"NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"}
+            assert names == image_env | {"HOME", "PORT"} | gpu_runtime
             code, output = container.exec_run(
                 ["sh", "-c", "cat /proc/1/environ | tr '\\0' '\\n'; cat /build-env.txt"]
             )

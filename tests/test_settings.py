@@ -87,3 +87,45 @@ def test_build_context_cap_follows_the_repo_cap_and_never_undercuts_it() -> None
     # A repo fetch accepted must never fail its build for size: that would be charged to the miner.
     with pytest.raises(ValidationError, match="build_context_bytes must be at least max_repo_bytes"):
         load_settings(["--max-repo-bytes", str(2**30), "--build-context-bytes", str(2**29)])
+
+
+def test_builds_default_to_the_proxy_network_and_map_into_the_sandbox_config() -> None:
+    from validator.app import sandbox_config
+
+    settings = load_settings([])
+    assert settings.build_network == "proxy" and settings.build_allowed_hosts == []
+    assert (settings.build_proxy_port, settings.build_subnet_pool) == (3199, "10.214.0.0/16")
+    args = [
+        "--build-allowed-hosts", '["pkgs.example.org", "*.example.net", "internal:localhost:8080"]',
+        "--build-proxy-port", "3300",
+        "--build-subnet-pool", "10.99.0.0/16",
+        "--hub-endpoint", "https://hub.example.org",
+    ]  # fmt: skip
+    config = sandbox_config(load_settings(args))
+    assert config.build_network == "proxy"
+    assert config.build_allowed_hosts == ("pkgs.example.org", "*.example.net", "internal:localhost:8080")
+    assert (config.build_proxy_port, config.build_subnet_pool) == (3300, "10.99.0.0/16")
+    assert config.hub_endpoint == "https://hub.example.org"
+    # Without an endpoint setting the hub client's own default is what the derived allow-list includes.
+    assert sandbox_config(settings).hub_endpoint
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "reason"),
+    [
+        (["--build-network", "host"], "build_network", "'proxy', 'none' or 'default'"),
+        (["--build-allowed-hosts", '["pkgs example.org"]'], "build_allowed_hosts", "not a DNS name"),
+        (["--build-allowed-hosts", '["internal:localhost"]'], "build_allowed_hosts", "must name its port"),
+        (["--build-allowed-hosts", '["[2001:db8::1]:443"]'], "build_allowed_hosts", "IPv6"),
+        (["--build-proxy-port", "70000"], "build_proxy_port", "less than 65536"),
+        (["--build-subnet-pool", "203.0.113.0/24"], "build_subnet_pool", "private IPv4"),
+        (["--build-subnet-pool", "10.214.0.0/28"], "build_subnet_pool", "/24 or larger"),
+        (["--build-subnet-pool", "10.214.0.1/16"], "build_subnet_pool", "not an IPv4 network"),
+    ],
+)
+def test_bad_build_network_settings_are_refused_with_the_field_named(
+    args: list[str], field: str, reason: str
+) -> None:
+    with pytest.raises(ValidationError, match=field) as refused:
+        load_settings(args)
+    assert reason in str(refused.value)

@@ -195,3 +195,12 @@ def test_the_readme_worked_example() -> None:
     assert mos == pytest.approx(3.05) and round(mos_to_percent(mos), 1) == 51.2
     spec = CompetitionSpec("v2v", voicebench_weight=0.8, mos_weight=0.2)
     assert round(combined_score(spec, voicebench, mos_to_percent(mos)), 1) == 38.6
+
+
+def test_word_error_rate_compares_at_most_the_first_words_of_each_side() -> None:
+    from evaluation.speech import MAX_WER_WORDS
+
+    words = [f"w{i}" for i in range(MAX_WER_WORDS)]
+    same_start = " ".join(words)
+    assert word_error_rate(same_start + " extra" * 5000, same_start) == 0.0  # past the cap: not compared
+    assert word_error_rate(same_start, " ".join(words[:-1])) == pytest.approx(1 / MAX_WER_WORDS)

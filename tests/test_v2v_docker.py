@@ -58,6 +58,9 @@ class _Repos:
     async def fetch(self, submission: Submission, dest_root: Path) -> Path:
         return await LocalDirSource(self._folders[submission.repo_id]).fetch(submission, dest_root)
 
+    async def release(self, repo_dir: Path) -> None:
+        return None
+
 
 @pytest.fixture(scope="module")
 def speaking_base_image(base_image: str, docker_host: str) -> str:

@@ -14,7 +14,7 @@ import structlog
 
 from evaluation.asr import WhisperRecognizer
 from evaluation.errors import InfrastructureError
-from evaluation.fetch import HubRepoSource, RepoSource
+from evaluation.fetch import HubRepoSource, RepoSource, default_hub_endpoint
 from evaluation.judge.client import JudgeClient
 from evaluation.judge.port import JudgeInfo
 from evaluation.judge.prompts import PROMPT_VERSION
@@ -28,9 +28,11 @@ from evaluation.judge.server import (
     vllm_spec,
 )
 from evaluation.pipeline import Pipeline, PipelineConfig
+from evaluation.prebuild import PrebuildConfig
 from evaluation.progress import Observe
 from evaluation.repo_cache import CachedRepoSource
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig
+from evaluation.sandbox.dockerfile_policy import BuildPolicy
 from evaluation.sandbox.port import Sandbox
 from evaluation.voice_to_voice import VoiceToVoiceConfig, VoiceToVoiceScorer
 from evaluation.voicebench.dataset import Item, load_spec
@@ -78,14 +80,38 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         start_timeout_s=settings.start_timeout_s,
         build_network=settings.build_network,
         build_args=dict(settings.build_args),
+        allowed_bases=tuple(settings.build_allowed_bases),
         tmpfs_size=settings.sandbox_tmpfs_size,
         shm_size=settings.sandbox_shm_size,
         nofile_limit=settings.sandbox_nofile_limit,
         volume_tmpfs_size=settings.sandbox_volume_tmpfs_size,
         build_memory=settings.build_memory,
         build_cpu_shares=settings.build_cpu_shares,
+        build_pids_limit=settings.build_pids_limit,
+        build_disk_limit=settings.build_disk_limit,
+        build_min_free_disk=settings.build_min_free_disk,
         image_cache_size=settings.image_cache_size,
         context_max_bytes=settings.context_max_bytes,
+        build_allowed_hosts=tuple(settings.build_allowed_hosts),
+        build_proxy_port=settings.build_proxy_port,
+        build_subnet_pool=settings.build_subnet_pool,
+        hub_endpoint=settings.hub_endpoint or default_hub_endpoint(),
+    )
+
+
+def build_policy(settings: Settings) -> BuildPolicy:
+    """The Dockerfile policy: the allowed bases and the build args the daemon will substitute."""
+    return BuildPolicy(
+        allowed_bases=tuple(settings.build_allowed_bases), build_args=dict(settings.build_args)
+    )
+
+
+def prebuild_config(settings: Settings) -> PrebuildConfig:
+    """What every repo is checked against before a build: the same limits the fetch applies."""
+    return PrebuildConfig(
+        max_repo_bytes=settings.max_repo_bytes,
+        max_files=settings.max_repo_files,
+        policy=build_policy(settings),
     )
 
 
@@ -99,6 +125,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         concurrency=settings.miner_concurrency,
         miner_timeout_s=settings.miner_timeout_s,
         evaluation_budget_s=settings.evaluation_budget_s,
+        prebuild=prebuild_config(settings),
     )
 
 
@@ -212,6 +239,7 @@ def make_source(settings: Settings) -> RepoSource:
         endpoint=settings.hub_endpoint,
         token=settings.hf_token.get_secret_value() if settings.hf_token else None,
         max_repo_bytes=settings.max_repo_bytes,
+        max_files=settings.max_repo_files,
         timeout_s=settings.fetch_timeout_s,
     )
     return CachedRepoSource(hub, settings.data_dir / "repo-cache", settings.repo_cache_bytes)

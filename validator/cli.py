@@ -19,11 +19,13 @@ from typing import TextIO
 import structlog
 from pydantic import ValidationError
 
-from evaluation.errors import EvaluationError
+from evaluation.errors import EvaluationError, SubmissionRejected
 from evaluation.fetch import LocalDirSource
 from evaluation.pipeline import Pipeline
+from evaluation.prebuild import Verdict, prebuild_verdicts
 from evaluation.sandbox.docker_sandbox import DockerSandbox
 from evaluation.types import SampleResult, Submission
+from evaluation.untrusted_text import for_log
 from evaluation.voicebench.scoring import success_rate
 from validator.app import (
     load_benchmark,
@@ -33,6 +35,7 @@ from validator.app import (
     open_app,
     open_judge,
     pipeline_config,
+    prebuild_config,
     sandbox_config,
 )
 from validator.chain.cli import add_chain_commands
@@ -83,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--competition", help="competition id to evaluate for (default: the first of --competitions)"
     )
+
+    check = sub.add_parser(
+        "check", help="miners: every check made before a build, without Docker; exit 1 with the reasons"
+    )
+    check.add_argument("--repo-dir", type=Path, required=True, help="a local folder holding the repo")
+    check.add_argument("--hotkey", help="check hotkey.txt against this hotkey")
 
     commit = sub.add_parser(
         "commit", help="miners: put repo@revision on chain in the subnet's format (wallet or local chain)"
@@ -136,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "evaluate":
             return asyncio.run(evaluate_once(settings, args, sys.stdout))
+        if args.command == "check":
+            return check_repo_dir(settings, args.repo_dir, args.hotkey, sys.stdout)
         if args.command == "status":
             code = show_status(settings, sys.stdout)
             return max(code, asyncio.run(show_health(settings, sys.stdout)))
@@ -203,7 +214,13 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
     if args.repo and not args.revision:
         print("error: --repo needs --revision (the exact commit you will put on chain)", file=sys.stderr)
         return 2
-    source = LocalDirSource(args.repo_dir) if args.repo_dir else make_source(settings)
+    source = (
+        LocalDirSource(
+            args.repo_dir, max_repo_bytes=settings.max_repo_bytes, max_files=settings.max_repo_files
+        )
+        if args.repo_dir
+        else make_source(settings)
+    )
     submission = Submission(
         uid=0,
         hotkey=args.hotkey or "",
@@ -215,6 +232,17 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
         print(f"error: competition {submission.competition!r} is not in --competitions", file=sys.stderr)
         return 2
     config = dataclasses.replace(pipeline_config(settings), check_hotkey=bool(args.hotkey))
+    # The checks every repo passes before a build come first: a rejection needs no judge, no benchmark.
+    try:
+        checked = args.repo_dir or await source.fetch(submission, settings.repos_dir)
+    except SubmissionRejected as exc:
+        print(f"rejected: {type(exc).__name__}: {exc}", file=out)
+        return 1
+    verdicts = await asyncio.to_thread(prebuild_verdicts, checked, config.prebuild, args.hotkey)
+    if any(v.status == "FAIL" for v in verdicts):
+        print_verdicts(verdicts, out, failed_only=True)
+        print("rejected before the build (see `voice-validator check`)", file=out)
+        return 1
     sandbox = DockerSandbox(sandbox_config(settings))
     try:
         async with open_judge(settings) as judge:
@@ -241,7 +269,7 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
     finally:
         await sandbox.close()
     if result.error:
-        print(f"rejected: {result.error}", file=out)
+        print(f"rejected: {for_log(result.error, keep_newlines=True)}", file=out)
         return 1
     rows = [
         (s.subset, s.score, s.samples, f"{100 * success_rate(s.samples, s.failures):.0f}%")
@@ -253,6 +281,28 @@ async def evaluate_once(settings: Settings, args: argparse.Namespace, out: TextI
         for key in shown:
             print(f"{key}: {result.details.get(key, '')}", file=out)
     print(f"overall score: {result.score:.2f} / 100 in {result.duration_s:.1f}s", file=out)
+    return 0
+
+
+def print_verdicts(verdicts: Sequence[Verdict], out: TextIO, *, failed_only: bool = False) -> None:
+    """One line per verdict."""
+    for verdict in verdicts:
+        if not failed_only or verdict.status == "FAIL":
+            print(verdict.line(), file=out)
+
+
+def check_repo_dir(settings: Settings, repo_dir: Path, hotkey: str | None, out: TextIO) -> int:
+    """Every check the validator makes before a build, without Docker: 0 when the repo would be built."""
+    verdicts = prebuild_verdicts(repo_dir, prebuild_config(settings), hotkey)
+    print_verdicts(verdicts, out)
+    failed = sum(1 for v in verdicts if v.status == "FAIL")
+    if failed:
+        print(
+            f"refused: {failed} problem{'s' if failed != 1 else ''}; the validator would not build it",
+            file=out,
+        )
+        return 1
+    print("ok: the validator would build this repo", file=out)
     return 0
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
+
+from evaluation.untrusted_text import for_log
 
 # Chatty third-party loggers that would drown the validator's own lines at info level.
 _QUIET_LIBRARIES = (
@@ -29,6 +32,27 @@ _QUIET_LIBRARIES = (
 )
 
 
+def _escaped(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return for_log(value)
+    if depth < 3 and isinstance(value, dict):
+        return {_escaped(k, depth + 1): _escaped(v, depth + 1) for k, v in value.items()}
+    if depth < 3 and isinstance(value, list | tuple):
+        return type(value)(_escaped(v, depth + 1) for v in value)
+    return value
+
+
+def escape_untrusted(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """Escape control, format and newline characters in every value of a log line.
+
+    Failure reasons, build-log tails and answers carry miner text; escaped, one event is one line and a
+    terminal never runs a miner's escape sequence (see ``evaluation.untrusted_text``).
+    """
+    for key, value in event_dict.items():
+        event_dict[key] = _escaped(value)
+    return event_dict
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Route structlog and the standard library's logging to one renderer on ``stream``."""
     out = stream or sys.stderr
@@ -43,6 +67,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         structlog.processors.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        escape_untrusted,
     ]
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
 

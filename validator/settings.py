@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from evaluation.competition import CompetitionSpec
+from evaluation.sandbox.dockerfile_policy import DEFAULT_ALLOWED_BASES, BaseRule
+from evaluation.sandbox.egress_policy import build_pool, parse_host_entries
 from evaluation.voicebench.subsets import SUBSETS
 from validator.slots import worker_slots
 
@@ -120,6 +122,7 @@ class Settings(BaseSettings):
     )
     hf_token: SecretStr | None = Field(None, description="HuggingFace token for gated or private repos.")
     max_repo_bytes: int = Field(20 * 2**30, gt=0, description="Largest miner repo accepted, in bytes.")
+    max_repo_files: int = Field(10_000, gt=0, description="Most files a miner repo may hold.")
     fetch_timeout_s: float = Field(1800.0, gt=0, description="Deadline to download one repo.")
     repo_cache_bytes: int = Field(
         50 * 2**30, gt=0, description="Disk budget of cached repo snapshots; least recently used go first."
@@ -138,6 +141,17 @@ class Settings(BaseSettings):
     )
     build_memory: str = Field("4g", description="Memory limit of each image build step (no swap).")
     build_cpu_shares: int = Field(512, gt=0, description="CPU weight of image build steps.")
+    build_pids_limit: int = Field(
+        1024, gt=0, description="Processes of one image build, all its steps together (a cgroup of its own)."
+    )
+    build_disk_limit: str = Field(
+        "60g", description="Disk one image build may write (layers, step volumes); more: the miner's fault."
+    )
+    build_min_free_disk: str = Field(
+        "20g",
+        description="Free space the docker data root needs before a build; less is our failure (retried "
+        "later). 0: no check.",
+    )
     image_cache_size: int = Field(
         8, ge=0, description="Unused miner images kept for reuse; least recently used go first."
     )
@@ -152,8 +166,30 @@ class Settings(BaseSettings):
     )
     build_timeout_s: float = Field(1800.0, gt=0, description="Deadline of one image build.")
     start_timeout_s: float = Field(600.0, gt=0, description="Deadline for a miner to report model_loaded.")
-    build_network: str = Field(
-        "default", description="Network of image builds: 'default' (pip needs it) or 'none'."
+    build_network: Literal["proxy", "none", "default"] = Field(
+        "proxy",
+        description="Network of image builds: 'proxy' (a network of its own per build, out only through "
+        "the validator's allow-listing proxy), 'none' (no network), or 'default' (the daemon's bridge: "
+        "LAN, link-local addresses and the internet open to every build step; unsafe).",
+    )
+    build_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts build steps may reach through the proxy (JSON list): 'name' (ports 80, 443), "
+        "'*.suffix', 'name:port', an IPv4 literal, 'internal:name:port' for an operator's host on a "
+        "private address. Empty: read at the first build from this machine's pip and apt configuration "
+        "and the hub endpoint.",
+    )
+    build_proxy_port: int = Field(
+        3199,
+        gt=0,
+        lt=65536,
+        description="Port of the build egress proxy on each build network's gateway (scripts/dockerd.sh "
+        "opens it: VV_BUILD_PROXY_PORT).",
+    )
+    build_subnet_pool: str = Field(
+        "10.214.0.0/16",
+        description="Private IPv4 pool of per-build networks, a /24 each (scripts/dockerd.sh guards it: "
+        "VV_DOCKER_BUILD_POOL).",
     )
     build_args: dict[str, str] = Field(
         default_factory=dict, description="Docker build args for miner images (JSON object)."
@@ -163,6 +199,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest build context sent to the daemon after .dockerignore, tar headers included; "
         "empty: max-repo-bytes plus 256 MiB. Must be at least max-repo-bytes.",
+    )
+    build_allowed_bases: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_BASES),
+        description="Base images a miner's Dockerfile may build FROM (JSON list): a repository (any tag), "
+        "repo:tag, or repo@sha256:DIGEST (FROM must then carry that digest), named as Docker does (python "
+        "is docker.io/library/python). Also allowed: scratch, earlier stages, and any image that is the "
+        "value of one of your build-args (e.g. BASE_IMAGE): you chose it.",
     )
 
     # --- evaluation ----------------------------------------------------------------------------
@@ -307,6 +350,17 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("build_allowed_hosts")
+    @classmethod
+    def _valid_allowed_hosts(cls, value: list[str]) -> list[str]:
+        parse_host_entries(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("build_subnet_pool")
+    @classmethod
+    def _valid_build_pool(cls, value: str) -> str:
+        return str(build_pool(value))
+
     @field_validator("subsets")
     @classmethod
     def _known_subsets(cls, value: list[str]) -> list[str]:
@@ -315,6 +369,13 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown VoiceBench subsets {unknown}; known: {sorted(SUBSETS)}")
         if not value:
             raise ValueError("at least one subset must be evaluated")
+        return value
+
+    @field_validator("build_allowed_bases")
+    @classmethod
+    def _valid_bases(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            BaseRule.parse(entry)  # raises ValueError naming the entry
         return value
 
     @field_validator("gpu_slots")

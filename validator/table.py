@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from evaluation.untrusted_text import for_log
+
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Left-aligned columns separated by two spaces, with a rule under the header."""
@@ -20,4 +22,5 @@ def _cell(value: object) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.2f}"
-    return str(value).replace("\n", " ")
+    # Cells carry miner text (failure reasons, repo names): escaped, a row stays one line and inert.
+    return for_log(str(value))

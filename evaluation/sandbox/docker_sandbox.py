@@ -1,21 +1,29 @@
-"""The Docker implementation of the sandbox port; the only module that imports ``docker``.
+"""The Docker implementation of the sandbox port; with ``build_network``, the only importer of ``docker``.
 
 Isolation of one miner run:
 
-* The image is built from the miner's repo (labelled, intermediate containers always removed, build
-  network chosen by the operator, total build deadline).
+* The Dockerfile is checked against the build policy before the daemon sees it, and the built image's
+  environment after (``dockerfile_policy``: allowed bases, no remote or archive ``ADD``, no foreign
+  ``--from``, no ``LD_PRELOAD``).
+* The image is built from the miner's repo (labelled, intermediate containers always removed, total
+  build deadline). By default each build runs on an internal network of its own whose only way out is
+  the validator's allow-listing egress proxy (``build_network``); ``none`` and the unsafe ``default``
+  bridge remain for operators who choose them.
 * The container joins one fresh *internal* bridge network made for this run only: no published ports,
   nothing else on that network. Docker's FORWARD rules drop every packet that would leave the network's
   subnet, so the miner has no route to the outside world or to other miners.
 * Root filesystem read-only, a size-limited ``/tmp`` tmpfs, a forced non-root uid, every capability
   dropped (so the miner cannot change its routes or open raw sockets), ``no-new-privileges``, memory,
   CPU and pid limits, bounded logs, a bounded ``/dev/shm``, an open-file ulimit, no core dumps, a private
-  IPC namespace, and an environment holding only ``HOME`` and ``PORT`` (the SDK's proxy injection is off
-  for builds and containers, so the validator's proxy settings never reach a miner).
+  IPC namespace, and an environment holding only ``HOME``, ``PORT`` and the GPU runtime's ``NVIDIA_*``
+  overrides (the SDK's proxy injection is off for builds and containers, so the validator's proxy
+  settings never reach a miner).
 * ``VOLUME`` instructions in the image would give the miner writable anonymous volumes outside the
   read-only root and the tmpfs cap; each is covered by a small tmpfs instead (see ``_image_volumes``).
 * Build steps run with a memory (and no-swap) limit and reduced CPU shares; the build containers the
-  legacy builder starts are tracked from its output and removed if a failed build leaves any.
+  legacy builder starts are tracked from its output and removed if a failed build leaves any. The
+  build as a whole runs under a process bound and a disk watchdog, after a free-space check of the
+  daemon's data root (``build_limits``).
 * The build context is the validator's own tar stream (:mod:`evaluation.sandbox.build_context`): the
   repo's ``.dockerignore`` is applied by a linear-time matcher of ours, never by the SDK, and the
   context is capped (``context_max_bytes``).
@@ -41,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import posixpath
 import re
@@ -65,12 +72,28 @@ import structlog
 import urllib3.exceptions
 
 from evaluation.errors import BuildFailed, InfrastructureError, StartFailed, SubmissionRejected
-from evaluation.health import Health, parse_health
+from evaluation.health import Health, health_from_body
 from evaluation.progress import Observe, Throttle
 from evaluation.sandbox.build_context import PreparedContext, prepare_context, tar_stream
 from evaluation.sandbox.build_leftovers import leftover_images, reported_layers
+from evaluation.sandbox.build_limits import BuildHost, BuildLimitsConfig
+from evaluation.sandbox.build_network import (
+    BUILD_NETWORK_MODES,
+    BuildEgress,
+    BuildNetworks,
+    build_network_name,
+)
+from evaluation.sandbox.container_watch import EVENT_GRACE_S, ContainerWatch, attribute_exit
+from evaluation.sandbox.dockerfile_policy import (
+    DEFAULT_ALLOWED_BASES,
+    BuildPolicy,
+    check_image_config,
+    check_repo_dockerfile,
+    runtime_environment,
+)
+from evaluation.sandbox.egress_policy import build_pool, parse_host_entries
 from evaluation.sandbox.image_build import BuildRequest, build_params
-from evaluation.sandbox.port import RunningModel
+from evaluation.sandbox.port import ContainerExit, RunningModel
 from evaluation.types import Submission
 
 LABEL_MANAGED = "voice-validator.managed"
@@ -131,7 +154,8 @@ class SandboxConfig:
     gpu_device_ids: tuple[str, ...] = ()
     build_timeout_s: float = 1800
     start_timeout_s: float = 600
-    build_network: str = "default"
+    # "proxy": a network per build, out only through the egress proxy; "none"; "default" (unsafe).
+    build_network: str = "proxy"
     build_args: dict[str, str] = field(default_factory=dict)
     port: int = 8000
     user: str = "65534:65534"
@@ -148,6 +172,21 @@ class SandboxConfig:
     volume_tmpfs_size: str = "64m"
     # Largest build context sent to the daemon (tar headers included), after .dockerignore.
     context_max_bytes: int = 20 * 2**30 + 256 * 2**20
+    # Bounds of a build as a whole (see build_limits): processes of all its steps together, bytes it
+    # may write, free space the data root needs before a build starts ("0": no check), watchdog period.
+    build_pids_limit: int = 1024
+    build_disk_limit: str = "60g"
+    build_min_free_disk: str = "20g"
+    build_disk_poll_s: float = 2.0
+    # Base images a Dockerfile may name (see dockerfile_policy); the build args' images are allowed too.
+    allowed_bases: tuple[str, ...] = DEFAULT_ALLOWED_BASES
+    # The egress of "proxy" builds: what the proxy allows (empty: this machine's pip, apt and hub
+    # settings, read at the first build), its port on each build network's gateway, the address pool
+    # of build networks (a /24 each) and the hub endpoint the derived allow-list includes.
+    build_allowed_hosts: tuple[str, ...] = ()
+    build_proxy_port: int = 3199
+    build_subnet_pool: str = "10.214.0.0/16"
+    hub_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         if not _VALIDATOR_ID_RE.match(self.validator_id):
@@ -163,15 +202,41 @@ class SandboxConfig:
             raise ValueError("image_cache_size, build_cpu_shares and nofile_limit must not be negative")
         if self.context_max_bytes <= 0:
             raise ValueError("context_max_bytes must be positive")
-        for name in ("memory", "tmpfs_size", "build_memory", "shm_size", "volume_tmpfs_size"):
+        if self.build_pids_limit <= 0 or self.build_disk_poll_s <= 0:
+            raise ValueError("build_pids_limit and build_disk_poll_s must be positive")
+        sizes = ("memory", "tmpfs_size", "build_memory", "shm_size", "volume_tmpfs_size", "build_disk_limit")
+        for name in (*sizes, "build_min_free_disk"):
             value = getattr(self, name)
             # Fail at configuration time, not at the first miner's run.
             try:
-                ok = docker.utils.parse_bytes(value) > 0
+                parsed = docker.utils.parse_bytes(value)
+                ok = parsed > 0 or (parsed == 0 and name not in sizes)
             except docker.errors.DockerException:
                 ok = False
             if not ok:
                 raise ValueError(f"{name} {value!r} is not a positive size such as '512m' or '4g'")
+        if not 0 < self.build_proxy_port < 65536:
+            raise ValueError(f"build_proxy_port {self.build_proxy_port} is not a TCP port")
+        if self.build_network not in BUILD_NETWORK_MODES:
+            raise ValueError(f"build_network {self.build_network!r} must be one of {BUILD_NETWORK_MODES}")
+        parse_host_entries(self.build_allowed_hosts)  # ValueError naming the bad entry
+        build_pool(self.build_subnet_pool)
+        self.build_policy()  # an allowed base that is no image reference fails here
+
+    def build_policy(self) -> BuildPolicy:
+        """The Dockerfile policy every build is checked against."""
+        return BuildPolicy(allowed_bases=tuple(self.allowed_bases), build_args=dict(self.build_args))
+
+
+def build_limits_config(config: SandboxConfig) -> BuildLimitsConfig:
+    """The bounds of each build, from the sandbox's configuration."""
+    return BuildLimitsConfig(
+        pids_limit=config.build_pids_limit,
+        memory_bytes=docker.utils.parse_bytes(config.build_memory),
+        disk_limit_bytes=docker.utils.parse_bytes(config.build_disk_limit),
+        min_free_bytes=docker.utils.parse_bytes(config.build_min_free_disk),
+        poll_s=config.build_disk_poll_s,
+    )
 
 
 def safe_revision(revision: str) -> str:
@@ -295,6 +360,23 @@ def _tail(text: str, lines: int = _LOG_TAIL_LINES, chars: int = _LOG_TAIL_CHARS)
     return kept[-chars:]
 
 
+class _ClosingStream:
+    """An event stream that also closes its own client when closed."""
+
+    def __init__(self, stream: Any, api: docker.APIClient) -> None:
+        self._stream = stream
+        self._api = api
+
+    def __iter__(self) -> Any:
+        return iter(self._stream)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._api.close()
+
+
 class _BuildAborted(Exception):
     """Raised inside the build thread when the deadline passed or the caller gave up."""
 
@@ -353,6 +435,11 @@ class _BuildOutput:
         if match:
             self.image_id = match.group(1)
 
+    def lines(self) -> list[str]:
+        """A copy of the log tail kept so far."""
+        with self._lock:
+            return list(self.log)
+
     def seen(self) -> tuple[set[str], list[str]]:
         """A copy of the step containers and image ids named so far."""
         with self._lock:
@@ -385,6 +472,17 @@ class DockerSandbox:
         self._last_used: dict[str, float] = {}
         # Build-step containers seen in build output that a failed build may have left (see _build).
         self._build_containers: set[str] = set()
+        # container id -> the watch of its events, from its start until it is removed (see exit_report).
+        self._watches: dict[str, ContainerWatch] = {}
+        # Process and disk bounds of builds; warns once when this daemon cannot have them.
+        self._build_host = BuildHost(build_limits_config(config))
+        self._build_networks = BuildNetworks(
+            config.build_network,
+            pool=config.build_subnet_pool,
+            proxy_port=config.build_proxy_port,
+            allowed_hosts=config.build_allowed_hosts,
+            hub_endpoint=config.hub_endpoint,
+        )
 
     @property
     def config(self) -> SandboxConfig:
@@ -449,6 +547,8 @@ class DockerSandbox:
         if not (repo_dir / "Dockerfile").is_file():
             raise BuildFailed(f"{where}: no Dockerfile in the repo")
         try:
+            # Before anything reaches the daemon: ADD <url>, FROM and COPY --from are resolved by it.
+            await asyncio.to_thread(check_repo_dockerfile, repo_dir, config.build_policy())
             context = await asyncio.to_thread(
                 prepare_context, repo_dir, dict(config.build_args), config.context_max_bytes
             )
@@ -521,9 +621,13 @@ class DockerSandbox:
         return str(max(images, key=lambda image: created_at(image.attrs)).id)
 
     def _build_params(
-        self, submission: Submission, context: PreparedContext, cache_from: str | None
+        self, submission: Submission, context: PreparedContext, cache_from: str | None, egress: BuildEgress
     ) -> dict[str, str]:
-        """The query of this submission's build (one line per extra parameter)."""
+        """The query of this submission's build (one line per extra parameter).
+
+        The egress's build args (the proxy's address) are not part of the context digest: they change
+        with every build network, the image does not.
+        """
         config = self._config
         return build_params(
             tag=image_tag(config.validator_id, submission.uid, submission.revision),
@@ -535,8 +639,8 @@ class DockerSandbox:
                 context.digest,
                 submission.hotkey,
             ),
-            build_args=config.build_args,
-            network_mode=config.build_network,
+            build_args={**config.build_args, **egress.build_args},
+            network_mode=egress.network_mode,
             memory=docker.utils.parse_bytes(config.build_memory),
             cpu_shares=config.build_cpu_shares,
             shm_size=docker.utils.parse_bytes(config.shm_size),
@@ -581,39 +685,50 @@ class DockerSandbox:
         abort = threading.Event()
         deadline = time.monotonic() + config.build_timeout_s
         previous = await self._previous_image(client, submission)
-        params = self._build_params(submission, context, previous)
         before = await self._image_ids(client)
+        limits = self._build_host.limits(client.api, f"{config.validator_id}-{secrets.token_hex(6)}")
 
         def check() -> None:
-            if abort.is_set() or time.monotonic() > deadline:
+            if abort.is_set() or limits.exceeded or time.monotonic() > deadline:
                 raise _BuildAborted
 
-        body = tar_stream(repo_dir, context.members, max_bytes=config.context_max_bytes, check=check)
-        # The socket timeout ends a build that goes silent for longer than the whole deadline.
-        request = BuildRequest(client.api, params, body, timeout_s=int(config.build_timeout_s) + 1)
-
-        def run() -> None:
+        def run(request: BuildRequest) -> None:
             with contextlib.closing(request.events()) as events:
                 for message in events:
+                    if "stream" in message:
+                        limits.observe(str(message["stream"]))
                     output.take(message)
                     check()
 
         where = f"{submission.repo_id}@{submission.short_revision}"
+        network = build_network_name(config.validator_id, submission.uid, safe_revision(submission.revision))
+        labels = object_labels(config.validator_id, submission.uid, submission.revision)
+        egress = await self._build_networks.open(client, self._blocking, network, labels)
         try:
-            try:
-                await asyncio.wait_for(asyncio.to_thread(run), config.build_timeout_s + 30)
-            except BaseException:
-                # Stop the thread now (also on cancellation), then remove what the build left: its step
-                # containers (forcerm and the dropped connection normally do) before its images.
-                abort.set()
-                request.cancel()
-                steps, layers = output.seen()
-                self._build_containers.update(steps)
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    # Bounded: a hung daemon must not hold a failed build for minutes.
-                    leftovers = self._after_failed_build(client, steps, layers, before)
-                    await asyncio.shield(asyncio.wait_for(leftovers, 30))
-                raise
+            # Checks the data root's free space first (InfrastructureError: nothing is built).
+            async with limits:
+                params = {**self._build_params(submission, context, previous, egress), **limits.params}
+                body = tar_stream(repo_dir, context.members, max_bytes=config.context_max_bytes, check=check)
+                # The socket timeout ends a build that goes silent for longer than the whole deadline.
+                request = BuildRequest(client.api, params, body, timeout_s=int(config.build_timeout_s) + 1)
+                try:
+                    await asyncio.wait_for(asyncio.to_thread(run, request), config.build_timeout_s + 30)
+                except BaseException as exc:
+                    # Stop the thread now (also on cancellation), then remove what the build left: its
+                    # step containers (forcerm and the dropped connection normally do) before its images.
+                    abort.set()
+                    request.cancel()
+                    steps, layers = output.seen()
+                    self._build_containers.update(steps)
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        # Bounded: a hung daemon must not hold a failed build for minutes.
+                        leftovers = self._after_failed_build(client, steps, layers, before)
+                        await asyncio.shield(asyncio.wait_for(leftovers, 30))
+                    # Past its disk bound: the miner's; out of disk under it: ours (see build_limits).
+                    verdict = await limits.verdict(exc, output.lines())
+                    if verdict is not None:
+                        raise verdict from exc
+                    raise
         except (TimeoutError, _BuildAborted, urllib3.exceptions.ReadTimeoutError) as exc:
             # The SDK streams the build from the raw socket, so a build that stayed silent past the
             # socket timeout surfaces as urllib3's ReadTimeoutError.
@@ -621,6 +736,8 @@ class DockerSandbox:
                 f"build of {where} exceeded {config.build_timeout_s:.0f}s:\n{output.tail()}"
             ) from exc
         except BuildFailed as exc:
+            if self._build_networks.proxy_failed_during(egress):
+                raise InfrastructureError(f"build of {where} failed while the egress proxy was down") from exc
             raise BuildFailed(f"build of {where} failed: {exc}\n{output.tail()}") from exc
         except docker.errors.APIError as exc:
             if exc.is_client_error():  # e.g. a Dockerfile the daemon cannot parse
@@ -630,6 +747,8 @@ class DockerSandbox:
             raise InfrastructureError(f"docker: build of {where} failed: {exc}") from exc
         finally:
             abort.set()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._build_networks.release(client, self._blocking, egress))
         if not output.image_id:
             raise BuildFailed(f"build of {where} produced no image:\n{output.tail()}")
         built = await self._verified_image(client, output.image_id, context.digest, where)
@@ -699,14 +818,17 @@ class DockerSandbox:
         labels: dict[str, str],
         volumes: Collection[str] = (),
         device_ids: Sequence[str] | None = None,
+        image_env: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Arguments of ``containers.create`` for one isolated miner container.
 
         ``volumes`` are the image's VOLUME paths: each gets a size-capped tmpfs, which docker mounts in
         place of the writable anonymous volume it would otherwise create on the host's disk.
-        ``device_ids`` None means the configured ``gpu_device_ids``.
+        ``device_ids`` None means the configured ``gpu_device_ids``. ``image_env`` is the image's own
+        environment, whose ``NVIDIA_*`` variables are overridden (see ``runtime_environment``).
         """
         config = self._config
+        gpu_ids = config.gpu_device_ids if device_ids is None else device_ids
         scratch = "rw,nosuid,nodev,size={size},mode=1777"
         tmpfs = {path: scratch.format(size=config.volume_tmpfs_size) for path in volumes}
         tmpfs["/tmp"] = scratch.format(size=config.tmpfs_size)
@@ -735,8 +857,12 @@ class DockerSandbox:
             # Explicit, so a daemon configured with a shareable/host default cannot widen it.
             "ipc_mode": "private",
             "privileged": False,
-            # Only what the image itself sets plus these two; the validator's environment never passes.
-            "environment": {"HOME": "/tmp", "PORT": str(config.port)},
+            # Only what the image itself sets plus these; the validator's environment never passes.
+            "environment": {
+                **runtime_environment(image_env, gpu_ids),
+                "HOME": "/tmp",
+                "PORT": str(config.port),
+            },
             # Without this the SDK adds HTTP(S)_PROXY from the validator's docker config to that environment.
             "use_config_proxy": False,
             # A chatty miner must not fill the validator's disk with logs.
@@ -744,7 +870,7 @@ class DockerSandbox:
                 type=docker.types.LogConfig.types.JSON, config={"max-size": "10m", "max-file": "2"}
             ),
         }
-        gpus = device_requests(config.gpu_device_ids if device_ids is None else device_ids)
+        gpus = device_requests(gpu_ids)
         if gpus:
             kwargs["device_requests"] = gpus
         return kwargs
@@ -766,10 +892,7 @@ class DockerSandbox:
                 body = await response.content.read(_HEALTH_MAX_BYTES)
                 if response.status != 200:
                     return f"HTTP {response.status}"
-                try:
-                    return parse_health(json.loads(body))
-                except ValueError:
-                    return "health answer is not JSON"
+                return health_from_body(body)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -858,6 +981,8 @@ class DockerSandbox:
         except docker.errors.NotFound as exc:
             raise InfrastructureError(f"docker: the image of {where} vanished before its run") from exc
         volumes = image_volumes(image_attrs, where)
+        check_image_config(image_attrs, where)
+        image_env = (image_attrs.get("Config") or {}).get("Env") or []
 
         labels = object_labels(config.validator_id, submission.uid, submission.revision)
         name = run_name(config.validator_id, submission.uid, submission.revision, secrets.token_hex(4))
@@ -878,12 +1003,15 @@ class DockerSandbox:
             try:
                 container = await self._blocking(
                     client.containers.create,
-                    **self._container_kwargs(image_id, name, network_name, labels, volumes, device_ids),
+                    **self._container_kwargs(
+                        image_id, name, network_name, labels, volumes, device_ids, image_env
+                    ),
                     what="create the miner container",
                 )
             except docker.errors.NotFound as exc:
                 raise InfrastructureError(f"docker: image or network vanished during start: {exc}") from exc
             self._networks[container.id] = network_id
+            self._watch(container.id)
             await self._start_container(container, where)
             await self._blocking(container.reload, what="inspect the miner container")
             address = (
@@ -920,6 +1048,9 @@ class DockerSandbox:
         removed = 0
         if container_id:
             self._networks.pop(container_id, None)
+            watch = self._watches.pop(container_id, None)
+            if watch is not None:
+                watch.close()  # before the removal, so our own kill is never taken for a crash
             with contextlib.suppress(docker.errors.NotFound):
                 container = await self._blocking(
                     client.containers.get, container_id, what="find the container"
@@ -932,6 +1063,44 @@ class DockerSandbox:
                 await self._blocking(network.remove, what="remove the network")
                 removed += 1
         return removed
+
+    def _watch(self, container_id: str) -> None:
+        """Follow a container's events from now on (see ``exit_report``) on a connection of its own."""
+        host = self._config.docker_host
+        since = int(time.time()) - 1
+
+        def open_stream() -> Any:
+            # No read timeout: a healthy container sends no event for hours. Its own client, so the
+            # long-lived stream never takes a connection from the pool that API calls share.
+            api = docker.APIClient(base_url=host, timeout=None) if host else docker.from_env(timeout=None).api
+            stream = api.events(since=since, filters={"container": [container_id]}, decode=True)
+            return _ClosingStream(stream, api)
+
+        watch = ContainerWatch(open_stream)
+        self._watches[container_id] = watch
+        watch.start()
+
+    async def exit_report(self, model: RunningModel) -> ContainerExit | None:
+        """See the sandbox port: None while the container runs, the miner's exit, or InfrastructureError."""
+        client = await self._docker()
+        where = f"container {model.container_id[:12]}"
+        try:
+            container = await self._blocking(
+                client.containers.get, model.container_id, what=f"inspect {where}"
+            )
+        except docker.errors.NotFound as exc:
+            raise InfrastructureError(f"docker: {where} was removed from outside the evaluation") from exc
+        state = container.attrs.get("State", {})
+        if state.get("Running"):
+            return None
+        watch = self._watches.get(model.container_id)
+        if watch is None:
+            raise InfrastructureError(f"docker: {where} stopped and its exit was not watched")
+        events = await asyncio.to_thread(watch.snapshot, EVENT_GRACE_S)
+        verdict = attribute_exit(events, state, await self._logs_tail(container))
+        if isinstance(verdict, str):
+            raise InfrastructureError(f"docker: {verdict}")
+        return verdict
 
     async def stop(self, model: RunningModel) -> None:
         """Remove the model's container and its network. Idempotent; never raises for gone objects."""
@@ -1011,7 +1180,11 @@ class DockerSandbox:
         return SlotSandbox(self, tuple(device_ids))
 
     async def close(self) -> None:
-        """Close the connection to the daemon. The sandbox reconnects if used again."""
+        """Stop the build egress proxy and close the connection to the daemon (both come back if used)."""
+        watches, self._watches = list(self._watches.values()), {}
+        for watch in watches:
+            await asyncio.to_thread(watch.close)
+        await self._build_networks.close()
         async with self._client_lock:
             client, self._client = self._client, None
         if client is not None:
@@ -1036,6 +1209,10 @@ class SlotSandbox:
     async def stop(self, model: RunningModel) -> None:
         """Stop and remove the model's container and network."""
         await self._inner.stop(model)
+
+    async def exit_report(self, model: RunningModel) -> ContainerExit | None:
+        """How the model's container ended, as the shared sandbox tells."""
+        return await self._inner.exit_report(model)
 
     async def cleanup(self) -> int:
         """Remove this validator's leftovers (shared with every slot)."""

@@ -18,6 +18,22 @@ class RunningModel:
     image_id: str
 
 
+@dataclass(frozen=True)
+class ContainerExit:
+    """How a miner's container ended by its own doing (its process exited, crashed or ran out of memory)."""
+
+    exit_code: int | None
+    oom_killed: bool
+    logs_tail: str
+
+    def describe(self) -> str:
+        """One line for a failure reason, then the container's last log lines."""
+        code = "unknown" if self.exit_code is None else str(self.exit_code)
+        oom = " (killed: out of memory)" if self.oom_killed else ""
+        tail = f":\n{self.logs_tail}" if self.logs_tail else ""
+        return f"the miner's container exited with code {code}{oom} during the evaluation{tail}"
+
+
 class Sandbox(Protocol):
     """Builds a miner repo, runs it isolated, and removes everything it created."""
 
@@ -30,6 +46,14 @@ class Sandbox(Protocol):
 
     async def stop(self, model: RunningModel) -> None:
         """Stop and remove the container and the network made for it. Never raises for a gone container."""
+        ...
+
+    async def exit_report(self, model: RunningModel) -> ContainerExit | None:
+        """None while the model still runs; how it ended when it ended by its own doing.
+
+        Raises ``InfrastructureError`` when our side lost it (the runtime restarted or is unreachable,
+        the container was killed or removed from outside): its failed samples are not the miner's.
+        """
         ...
 
     async def cleanup(self) -> int:

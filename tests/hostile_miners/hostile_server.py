@@ -228,6 +228,15 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        if MODE == "nested_health":
+            # Valid JSON nested far deeper than a recursive parser allows, well within the 64 KB cap.
+            body = b"[" * 30_000 + b"]" * 30_000
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_json(NOT_LOADED if MODE == "never_healthy" else HEALTHY)
 
     def do_POST(self) -> None:
