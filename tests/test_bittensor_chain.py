@@ -32,6 +32,7 @@ HOTKEY = "default"
 M1 = "5F3sa2TJAWMqDhXG6jhV4N8ko9SxwGy8TpaNS1repo5EYjQX"
 M2 = "5HGjWAeFDfFCWPsjFQdVV2Msvz2XtMktvgocEZcCj68kUMaw"
 GONE = "5FLSigC9HGRKVhB9FiEo4Y3koPsNmBmLJbpXg2mp1hXcS59Y"
+OTHER = "5DAAnrj7VHTznn2AWBemMuyBwZWs6FNFjdyVXUeYum3PTXFy"
 GOOD_VALUE = "alice:voice:0:" + "a" * 40 + ":0:v2"
 
 
@@ -100,7 +101,7 @@ async def test_bittensor_chain_passes_the_chain_contract(fake: FakeSubstrate, wa
 
 async def test_bittensor_chain_passes_the_rate_limit_contract(fake: FakeSubstrate, wallet_path: Path) -> None:
     chain = make_chain(fake, wallet_path)
-    fake.register(NETUID, chain.hotkey)
+    fake.register(NETUID, chain.hotkey, validator_permit=True)
     fake.register(NETUID, M1)
     fake.subnet(NETUID).weights_rate_limit = 10
     setup = ContractSetup(netuid=NETUID, registered=frozenset({chain.hotkey, M1}), weights={1: 1.0})
@@ -248,7 +249,7 @@ async def test_raw_fields_are_joined_and_other_variants_skipped(
     )
     fake.set_commitment_fields(NETUID, M2, [{"BigRaw": "0x" + b"big".hex()}])
     fake.set_commitment_fields(NETUID, GONE, [{"Raw2": "0xfffe"}])  # not UTF-8
-    fake.set_commitment_fields(NETUID, "5Garbage", ["ResetBondsFlag", {"Sha256": "0x" + "00" * 32}])
+    fake.set_commitment_fields(NETUID, OTHER, ["ResetBondsFlag", {"Sha256": "0x" + "00" * 32}])
     found = await chain.commitments(NETUID)
     assert found == [RawCommitment(M1, GOOD_VALUE, fake.subnet(NETUID).commitments[M1]["block"])]
     await chain.close()
