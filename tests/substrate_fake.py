@@ -203,6 +203,10 @@ class FakeSubstrate:
         assert uid is not None
         subnet.weights[uid] = sorted(weights.items())
 
+    def calls_of(self, prefix: str) -> list[str]:
+        """The recorded calls starting with ``prefix`` (e.g. ``"submit"``)."""
+        return [call for call in self.calls if call.startswith(prefix)]
+
     async def _touch(self, what: str) -> None:
         self.calls.append(what)
         if self._hang_count > 0:

@@ -143,3 +143,20 @@ def test_commit_command_writes_the_subnet_format(tmp_path: Path, capsys: pytest.
     (commitment,) = LocalChain(chain_file, "5Miner").snapshot(NETUID).commitments
     # The live competition, and the hash the subnet's own upload tool writes (never a shared constant).
     assert commitment.value == f"me:model:0:{'ab' * 20}:{subnet_hash('me/model', 0, 'v4')}:v4"
+
+
+async def test_a_copy_of_a_deregistered_miners_model_is_still_a_copy_after_a_restart(
+    tmp_path: Path, voicebench_dir: Path, benchmark: dict
+) -> None:
+    async with world(tmp_path, voicebench_dir) as w:
+        w.miner(BOB, "bob/voice", "B")
+        w.miner(ALICE, "alice/voice", "C", name="alice")
+        assert await evaluate_all(w, benchmark) is not None
+        assert w.uids[BOB] in w.weights()
+        # Bob leaves the subnet; later Erin re-uploads his model under her name and commits it.
+        w.chain.deregister(NETUID, BOB)
+        w.miner(ERIN, "erin/voice", "B")
+        result = await evaluate_all(w, benchmark)  # a new app: the validator restarted in between
+        assert result is not None and result.success
+        assert w.uids[ERIN] not in w.weights(), "a copy of a deregistered miner's model earned weight"
+        assert w.weights() == {w.uids[ALICE]: pytest.approx(1.0)}
