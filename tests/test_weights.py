@@ -395,7 +395,8 @@ def test_a_copy_of_a_deregistered_miners_model_is_still_a_copy() -> None:
     history = {"fp": {"bob": 100, "erin": 200}, "a": {"alice": 150}}
     decision = compute_weights([erin, alice], DEFAULT, None, history)
     assert decision.weights == {1: 1.0}
-    assert decision.reasons[4] == "copy of hotkey bob's commitment at block 100 (no longer registered): nothing"
+    reason = "copy of hotkey bob's commitment at block 100 (no longer registered): nothing"
+    assert decision.reasons[4] == reason
     assert copies([erin, alice], history) == {4}
     assert copies([erin, alice]) == set(), "without history there is nothing to compare with"
 
