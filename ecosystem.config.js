@@ -5,6 +5,7 @@ module.exports = {
       name: "voice-validator",
       script: "neurons/validator.py",
       interpreter: ".venv/bin/python",
+      // `run` refuses to start without an explicit chain: never drop --chain bittensor.
       args: "--chain bittensor --log-format json",
       cwd: __dirname,
       autorestart: true,

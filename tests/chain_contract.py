@@ -15,6 +15,8 @@ The contract beyond the port's signatures:
   within u16 rounding) and ``last_weights_block`` is the block of that set;
 - a hotkey that is not registered gets ``success=False`` with "not registered" in the message;
 - ``commit_own`` writes the adapter's own hotkey's commitment, read back by ``commitments`` at its block;
+- ``own_hotkey`` is the signing hotkey; ``runtime_info`` names no missing storage on a healthy chain;
+  ``revealed_round`` is None or a non-negative int; ``deadline_s`` is a positive bound on one call;
 - ``close`` may be awaited twice.
 """
 
@@ -24,7 +26,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from validator.chain.port import Chain, Hyperparameters, Neuron, RawCommitment, WeightSetResult
+from validator.chain.port import Chain, Hyperparameters, Neuron, RawCommitment, RuntimeInfo, WeightSetResult
 
 U16_TOLERANCE = 2 / 65535
 """Weights travel as u16 on the real chain, so a read-back may differ by rounding."""
@@ -194,6 +196,20 @@ async def check_set_weights_rate_limited(chain: Chain, setup: ContractSetup) -> 
     return result
 
 
+async def check_identity_and_runtime(chain: Chain, setup: ContractSetup) -> None:
+    """The adapter names its hotkey, its runtime, its drand progress and its own deadline."""
+    if setup.own_hotkey:
+        hotkey = await chain.own_hotkey()
+        assert hotkey == setup.own_hotkey, f"own_hotkey {hotkey!r} != {setup.own_hotkey!r}"
+    info = await chain.runtime_info(setup.netuid)
+    assert isinstance(info, RuntimeInfo) and info.name, f"runtime_info returned {info!r}"
+    assert info.missing_storage == (), f"a healthy chain lacks storage: {info.missing_storage}"
+    revealed = await chain.revealed_round()
+    assert revealed is None or (isinstance(revealed, int) and revealed >= 0), f"revealed_round {revealed!r}"
+    deadline = chain.deadline_s
+    assert isinstance(deadline, float) and 0 < deadline < 600, f"deadline_s {deadline!r}"
+
+
 async def check_close(chain: Chain) -> None:
     """``close`` works and may be repeated (shutdown paths call it more than once)."""
     await chain.close()
@@ -207,6 +223,7 @@ async def run_chain_contract(chain: Chain, setup: ContractSetup) -> None:
     await check_neurons(chain, setup)
     await check_commitments(chain, setup)
     await check_hyperparameters(chain, setup)
+    await check_identity_and_runtime(chain, setup)
     await check_set_weights_refusals(chain, setup)
     await check_set_weights_accepted(chain, setup)
     if setup.own_hotkey:

@@ -264,7 +264,7 @@ def run_daemon() -> int:
     url = os.environ[MINER_URL_ENV]
     # The daemon opens its app through the name validator.cli imported; hand it the external miner.
     validator.cli.open_app = functools.partial(open_app, sandbox=ExternalSandbox(url))  # type: ignore[assignment]
-    return validator.cli.main(["run"])
+    return validator.cli.main(["run", "--chain", "local"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,7 +45,7 @@ class World:
         return publish(self.hub_root, repo_id, src)
 
     def commit(self, hotkey: str, repo_id: str, revision: str) -> None:
-        self.chain.commit(NETUID, hotkey, format_commitment(repo_id, revision, competition="v2"))
+        self.chain.commit(NETUID, hotkey, format_commitment(repo_id, revision))
 
     def miner(
         self, hotkey: str, repo_id: str, answer: str, *, repo_hotkey: str | None = None, **model_config: Any
@@ -69,6 +69,7 @@ async def world(root: Path, voicebench_dir: Path, **settings: Any) -> AsyncItera
         chain = LocalChain.create(chain_file, NETUID, validator_hotkey=VALIDATOR)
         chain.register(NETUID, VALIDATOR)
         values: dict[str, Any] = {
+            "chain": "local",
             "data_dir": root / "var",
             "local_chain_file": chain_file,
             "validator_hotkey": VALIDATOR,

@@ -13,6 +13,7 @@ import pytest
 
 from validator.chain.cli import CHAIN_FILE_ENV, add_chain_commands
 from validator.chain.local import LocalChain
+from validator.commitments import subnet_hash
 from validator.table import render_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,23 @@ class Cli:
 
 @pytest.fixture
 def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(tmp_path / "chain.json", capsys)
+    chain_file = tmp_path / "chain.json"
+    LocalChain(chain_file, "").ensure_file()  # an empty chain, as `chain init` would leave it
+    return Cli(chain_file, capsys)
+
+
+def test_a_missing_chain_file_is_refused_until_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = Cli(tmp_path / "typo.json", capsys)
+    for argv in (("register", "--hotkey", "m"), ("show",), ("advance",), ("weights",)):
+        code, out, err = cli(*argv)
+        assert (code, out) == (2, ""), argv
+        assert "typo.json does not exist" in err and "chain init" in err and err.count("\n") == 1
+    assert not cli.chain_file.exists(), "a refused command created the chain file"
+    code, out, _ = cli("init")
+    assert code == 0 and cli.chain_file.exists()
+    assert cli("register", "--hotkey", "m")[0] == 0
 
 
 def test_miner_session(cli: Cli) -> None:
@@ -52,7 +69,7 @@ def test_miner_session(cli: Cli) -> None:
 
     code, out, _ = cli("commit", "--hotkey", "miner-a", "--repo", "alice/voice", "--revision", SHA)
     assert code == 0
-    assert f"alice:voice:0:{SHA}:0000000000000000:v2" in out and "block 3" in out
+    assert f"alice:voice:0:{SHA}:{subnet_hash('alice/voice', 0, 'v4')}:v4" in out and "block 3" in out
 
     code, out, _ = cli("advance", "--blocks", "4")
     assert (code, out.strip()) == (0, "block 7")
@@ -60,7 +77,7 @@ def test_miner_session(cli: Cli) -> None:
     code, out, _ = cli("show")
     assert code == 0
     assert "block 7, subnet 1" in out
-    assert "ok: alice/voice@0123456789ab (v2)" in out
+    assert "ok: alice/voice@0123456789ab (v4)" in out
 
 
 def test_commit_with_options(cli: Cli) -> None:
@@ -181,16 +198,21 @@ def test_chain_file_from_env_then_default(
 ) -> None:
     env_file = tmp_path / "from-env.json"
     monkeypatch.setenv(CHAIN_FILE_ENV, str(env_file))
-    args = build_parser().parse_args(["chain", "advance"])
-    assert args.func(args) == 0
+    for argv in (["chain", "init"], ["chain", "advance"]):
+        args = build_parser().parse_args(argv)
+        assert args.func(args) == 0
     assert env_file.exists()
 
     monkeypatch.delenv(CHAIN_FILE_ENV)
     monkeypatch.chdir(tmp_path)
-    args = build_parser().parse_args(["chain", "advance", "--blocks", "2"])
-    assert args.func(args) == 0
+    for argv in (["chain", "init"], ["chain", "advance", "--blocks", "2"]):
+        args = build_parser().parse_args(argv)
+        assert args.func(args) == 0
     assert (tmp_path / "var" / "local-chain.json").exists()
-    assert capsys.readouterr().out.splitlines() == ["block 1", "block 2"]
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("block")] == [
+        "block 1",
+        "block 2",
+    ]
 
 
 def test_runs_as_a_separate_process(tmp_path: Path) -> None:
@@ -213,6 +235,7 @@ def test_runs_as_a_separate_process(tmp_path: Path) -> None:
             timeout=60,
         )
 
+    assert run("init").returncode == 0
     assert run("register", "--hotkey", "m").returncode == 0
     done = run("commit-raw", "--hotkey", "m", "--value", "y" * 200)
     assert done.returncode == 2

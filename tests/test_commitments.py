@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from evaluation.types import Submission
@@ -15,6 +17,7 @@ from validator.commitments import (
     format_commitment,
     parse_commitment,
     submissions_from_chain,
+    subnet_hash,
     validate_repo_id,
 )
 
@@ -46,6 +49,19 @@ VALID = [
     (commitment(content_hash="f" * 64), ParsedCommitment("alice/voice", SHA, 0, "f" * 64, "v2")),
     (commitment(epoch="9" * 19), ParsedCommitment("alice/voice", SHA, int("9" * 19), "abc123", "v2")),
     (commitment(competition="v2.1_b-c"), ParsedCommitment("alice/voice", SHA, 0, "abc123", "v2.1_b-c")),
+    # The hash forms the subnet's own format allows: its upload tool's decimal number, base64 of a
+    # sha256 (44 characters with padding), none at all.
+    (
+        commitment(content_hash="12345678901234567890"),
+        ParsedCommitment("alice/voice", SHA, 0, "12345678901234567890", "v2"),
+    ),
+    (
+        commitment(content_hash="q83vEjRWeJA+/w=="),
+        ParsedCommitment("alice/voice", SHA, 0, "q83vEjRWeJA+/w==", "v2"),
+    ),
+    (commitment(content_hash="A" * 43 + "="), ParsedCommitment("alice/voice", SHA, 0, "A" * 43 + "=", "v2")),
+    (commitment(content_hash="ab/cd"), ParsedCommitment("alice/voice", SHA, 0, "ab/cd", "v2")),
+    (commitment(content_hash=""), ParsedCommitment("alice/voice", SHA, 0, "", "v2")),
 ]
 
 
@@ -129,10 +145,10 @@ REJECTED = [
     (commitment(revision="g" * 40), Reason.BAD_REVISION),
     (commitment(revision=""), Reason.BAD_REVISION),
     # hash
-    (commitment(content_hash=""), Reason.BAD_HASH),
     (commitment(content_hash="ab-cd"), Reason.BAD_HASH),
     (commitment(content_hash="f" * 65), Reason.BAD_HASH),
-    (commitment(content_hash="ab/cd"), Reason.BAD_HASH),
+    (commitment(content_hash="ab=cd"), Reason.BAD_HASH),
+    (commitment(content_hash="abc==="), Reason.BAD_HASH),
     # competition
     (commitment(competition=""), Reason.BAD_COMPETITION),
     (commitment(competition="-v2"), Reason.BAD_COMPETITION),
@@ -217,7 +233,7 @@ def test_format_then_parse_round_trips(repo_id: str, revision: str, kwargs: dict
     parsed = parse_commitment(value)
     assert (parsed.repo_id, parsed.revision) == (repo_id, revision)
     assert parsed.epoch == kwargs.get("epoch", 0)
-    assert parsed.competition == kwargs.get("competition", "v2")
+    assert parsed.competition == kwargs.get("competition", "v4")
     assert (
         format_commitment(
             parsed.repo_id,
@@ -370,3 +386,37 @@ def test_nothing_on_chain() -> None:
 
 def test_default_repo_id_limit_matches_the_subnet() -> None:
     assert DEFAULT_MAX_REPO_ID_LENGTH == 38
+
+
+# ---- the live subnet's format ----------------------------------------------------------------------
+
+
+def test_the_default_competition_is_the_live_subnets() -> None:
+    assert parse_commitment(format_commitment("alice/voice", SHA)).competition == "v4"
+
+
+def test_the_hash_field_is_what_the_subnets_upload_tool_writes() -> None:
+    # The tool hashes "namespace name epoch competition_id" with sha256 and keeps the first 64 bits,
+    # written as a decimal number.
+    expected = str(int(hashlib.sha256(b"alice voice 0 v4").hexdigest()[:16], 16))
+    assert subnet_hash("alice/voice", 0, "v4") == expected
+    value = format_commitment("alice/voice", SHA)
+    assert value == f"alice:voice:0:{SHA}:{expected}:v4"
+    assert parse_commitment(value).content_hash == expected
+
+
+def test_two_miners_never_share_a_hash() -> None:
+    hashes = {
+        subnet_hash(repo, epoch, competition)
+        for repo in ("alice/voice", "bob/voice", "alice/voice2")
+        for epoch in (0, 1)
+        for competition in ("v4", "v5")
+    }
+    assert len(hashes) == 12
+
+
+def test_the_old_five_field_form_is_refused_with_its_reason() -> None:
+    with pytest.raises(CommitmentError) as caught:
+        parse_commitment(":".join(["alice", "voice", "0", SHA, "123"]))
+    assert caught.value.reason is Reason.FIELD_COUNT
+    assert "without a competition id" in str(caught.value)

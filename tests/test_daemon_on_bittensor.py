@@ -4,21 +4,29 @@ Commitments are read from chain storage and the weights leave as the SDK's extri
 
 from __future__ import annotations
 
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import bittensor as bt
 import pytest
+import structlog
 
 from evaluation.localhub import LocalHub, publish
 from evaluation.voicebench.dataset import load_subset
 from tests.fakes import InProcessSandbox
+from tests.runtime_metadata import published_runtime
 from tests.substrate_fake import FakeSubstrate
-from validator.app import open_app
+from validator.app import App, open_app
 from validator.chain.bittensor_chain import BittensorChain
-from validator.chain.facade import ChainFacade
+from validator.chain.facade import ChainFacade, nested_timeout
+from validator.chain.port import Refusal
+from validator.cli import show_status
 from validator.commitments import format_commitment
 from validator.demo import default_example_dir, prepare_repo
 from validator.settings import load_settings
+from validator.weight_reveal import RevealState
 
 NETUID = 7
 ALICE = "5F3sa2TJAWMqDhXG6jhV4N8ko9SxwGy8TpaNS1repo5EYjQX"
@@ -114,3 +122,153 @@ async def test_block_watchdog_rebuilds_a_stalled_connection(tmp_path: Path) -> N
     watchdog.cancel()
     assert fake.connects >= 2
     await facade.close()
+
+
+# ---- the weight path on a real runtime's terms (issue 15, items 1 and 3) -----------------------------
+
+
+@asynccontextmanager
+async def evaluated_world(
+    tmp_path: Path, voicebench_dir: Path, fake: FakeSubstrate, *, permit: bool = True, **overrides: object
+) -> AsyncIterator[tuple[App, BittensorChain, dict[str, int]]]:
+    """Alice and Bob committed and evaluated on ``fake``; the app is open, no weights set yet."""
+    adapter = make_adapter(tmp_path, fake)
+    fake.register(NETUID, adapter.hotkey, validator_permit=permit, stake_tao=1000.0)
+    uids = {ALICE: fake.register(NETUID, ALICE), BOB: fake.register(NETUID, BOB)}
+    async with LocalHub(tmp_path / "hub") as hub_url:
+        for hotkey, repo_id, answer in ((ALICE, "alice/voice", "A"), (BOB, "bob/voice", "B")):
+            src = prepare_repo(default_example_dir(), tmp_path / repo_id, hotkey, {"answer": answer})
+            fake.set_commitment(
+                NETUID, hotkey, format_commitment(repo_id, publish(tmp_path / "hub", repo_id, src))
+            )
+        values: dict[str, object] = {
+            "chain": "bittensor",
+            "netuid": NETUID,
+            "data_dir": tmp_path / "var",
+            "hub_endpoint": hub_url,
+            "voicebench_dir": voicebench_dir,
+            "subsets": ["openbookqa"],
+            "log_format": "json",
+            "weights_retry_backoff_s": 0.0,
+            **overrides,
+        }
+        settings = load_settings([], **values)
+        benchmark = {"openbookqa": load_subset(voicebench_dir, "openbookqa")}
+        facade = ChainFacade(adapter, timeout_s=nested_timeout(adapter.deadline_s))
+        async with open_app(settings, sandbox=InProcessSandbox(), chain=facade, benchmark=benchmark) as app:
+            await app.service.sync_once()
+            while await app.service.evaluate_next():
+                pass
+            yield app, adapter, uids
+
+
+def status_of(app: App) -> str:
+    out = io.StringIO()
+    show_status(app.settings, out)
+    return out.getvalue()
+
+
+async def test_a_runtime_without_the_storage_the_sdk_needs_is_one_log_line_and_in_status(
+    tmp_path: Path, voicebench_dir: Path
+) -> None:
+    fake = FakeSubstrate(runtime=published_runtime())
+    async with evaluated_world(tmp_path, voicebench_dir, fake) as (app, _, _):
+        with structlog.testing.capture_logs() as logs:
+            results = [await app.service.set_weights_once() for _ in range(3)]  # never raises
+        for result in results:
+            assert result is not None and (result.success, result.refusal) == (False, Refusal.RUNTIME)
+        assert fake.submitted == [], "the chain is left untouched"
+        blocked = [e for e in logs if e["event"] == "weights cannot land until the operator acts"]
+        assert len(blocked) == 1 and "SubnetEpochConsensus" in blocked[0]["reason"]
+        assert sum(1 for e in logs if e["log_level"] in ("error", "critical")) == 1
+        assert len(fake.calls_of("submit")) == 0
+        status = status_of(app)
+        assert "weights BLOCKED (runtime)" in status and "SubtensorModule.SubnetEpochConsensus" in status
+        assert app.metrics is not None
+        assert app.metrics.weights_blocked._value.get() == 1
+
+
+async def test_a_validator_without_a_permit_is_warned_at_start_and_shown_in_status(
+    tmp_path: Path, voicebench_dir: Path
+) -> None:
+    fake = FakeSubstrate()
+    with structlog.testing.capture_logs() as logs:
+        async with evaluated_world(tmp_path, voicebench_dir, fake, permit=False) as (app, adapter, _):
+            await app.service.sync_once()  # a second sync says nothing new
+            result = await app.service.set_weights_once()
+            status = status_of(app)
+    warnings = [e for e in logs if "holds no validator permit" in e["event"]]
+    assert len(warnings) == 1 and warnings[0]["hotkey"] == adapter.hotkey
+    assert "NO VALIDATOR PERMIT (its weights would not count)" in status
+    assert result is not None and result.refusal is Refusal.NO_PERMIT
+    assert len(fake.calls_of("submit")) == 1, "a permit refusal is not retried"
+    assert "weights BLOCKED (no_permit)" in status
+
+
+async def test_a_lost_connection_rebuilds_the_client_and_the_set_is_retried(
+    tmp_path: Path, voicebench_dir: Path
+) -> None:
+    fake = FakeSubstrate()
+    async with evaluated_world(tmp_path, voicebench_dir, fake) as (app, _, uids):
+        connects = fake.connects
+        fake.submit_error = ConnectionResetError("connection reset by peer")
+        result = await app.service.set_weights_once()
+        assert result is not None and result.success, result
+        assert fake.connects == connects + 1, "the retry ran on a rebuilt client"
+        (extrinsic,) = [s for s in fake.submitted if s.function == "set_mechanism_weights"]
+        assert set(extrinsic.params["dests"]) == {uids[ALICE], uids[BOB]}
+        assert "weights in force" in status_of(app)
+
+
+async def test_commit_reveal_is_followed_until_the_weights_are_in_force(
+    tmp_path: Path, voicebench_dir: Path
+) -> None:
+    fake = FakeSubstrate()
+    fake.subnet(NETUID).commit_reveal = True
+    async with evaluated_world(tmp_path, voicebench_dir, fake) as (app, adapter, uids):
+        assert app.metrics is not None
+        result = await app.service.set_weights_once()
+        assert result is not None and result.success and result.reveal_round is not None
+        assert app.metrics.weights_reveal_pending._value.get() == 1
+        assert app.metrics.weights_in_force._value.get() == 0
+        assert "reveal pending" in status_of(app)
+        assert await app.service.follow_reveal() is RevealState.PENDING  # the round is not stored yet
+        # The chain stores the drand round and reveals what was committed.
+        fake.drand_round = result.reveal_round
+        recorded = app.store.last_weight_set()
+        assert recorded is not None
+        top = max(recorded.weights.values())
+        fake.reveal(
+            NETUID, adapter.hotkey, {uid: round(w / top * 65535) for uid, w in recorded.weights.items()}
+        )
+        assert await app.service.follow_reveal() is RevealState.IN_FORCE
+        assert app.metrics.weights_in_force._value.get() == 1
+        assert app.metrics.weights_reveal_pending._value.get() == 0
+        assert "weights in force" in status_of(app)
+        assert set(recorded.weights) == {uids[ALICE], uids[BOB]}
+
+
+async def test_a_reveal_that_never_lands_is_reported_also_after_a_restart(
+    tmp_path: Path, voicebench_dir: Path
+) -> None:
+    fake = FakeSubstrate()
+    fake.subnet(NETUID).commit_reveal = True
+    async with evaluated_world(tmp_path, voicebench_dir, fake, weights_reveal_grace_blocks=10) as (app, _, _):
+        result = await app.service.set_weights_once()
+        assert result is not None and result.reveal_round is not None
+        fake.drand_round = result.reveal_round + 5  # stored, but the weights never appear
+        assert await app.service.follow_reveal() is RevealState.PENDING  # within the grace
+        settings = app.settings
+    # Restart: the pending reveal is followed by the new process.
+    fake.advance(10)
+    same_wallet = BittensorChain(
+        "local", None, "validator", "default", str(tmp_path / "wallets"), call_timeout_s=5.0, substrate=fake
+    )
+    facade = ChainFacade(same_wallet, timeout_s=nested_timeout(same_wallet.deadline_s))
+    async with open_app(settings, sandbox=InProcessSandbox(), chain=facade, benchmark={}) as app:
+        with structlog.testing.capture_logs() as logs:
+            assert await app.service.follow_reveal() is RevealState.NOT_REVEALED
+        assert any(e["event"].startswith("committed weights were not revealed") for e in logs)
+        assert app.metrics is not None and app.metrics.weights_in_force._value.get() == 0
+        assert "NOT REVEALED" in status_of(app)
+        assert await app.service.follow_reveal() is None  # reported once, then nothing is pending

@@ -39,8 +39,8 @@ def test_demo_scores_every_column_and_sets_weights(
         "--log-format", "json",
         "--timeout", "840",
     ])  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 0, out
+    out, err = capsys.readouterr()
+    assert code == 0, out + err[-3000:]
     round_table, columns_table = out.split("VoiceBench columns (0-100)")
     lines = {line.split()[0]: line for line in round_table.splitlines() if line[:1].isdigit()}
     assert "evaluated" in lines["1"] and "evaluated" in lines["2"]

@@ -26,6 +26,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -66,6 +67,29 @@ MAX_REPO_BYTES = 1_000_000
 RESPONSE_CAP = 4 * 2**20
 DNS_NAME = "hostile-probe.invalid"  # reserved: never a real name, whatever resolver sees it
 CONTROL = "5H-control"
+# Build-time bounds of the round: small, so that the hostile builds reach them within seconds.
+BUILD_PIDS_LIMIT = 128
+BUILD_DISK_LIMIT = "300m"
+# A hostile Dockerfile: the example's layout with one hostile step (build_probe.py is copied beside it).
+BUILD_TEMPLATE = """ARG BASE_IMAGE=python:3.11-slim
+FROM ${{BASE_IMAGE}}
+WORKDIR /app
+COPY build_probe.py /build_probe.py
+{step}
+COPY inference.py server.py hotkey.txt ./
+COPY model/ ./model/
+CMD ["python3", "server.py"]
+"""
+
+
+def gzip_bomb() -> bytes:
+    """A small .tar.gz that ADD would unpack into 64 MiB of zeros."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 64 << 20
+        archive.addfile(info, io.BytesIO(bytes(info.size)))
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,7 @@ class Case:
     config: dict[str, Any] = field(default_factory=dict)
     hostile_server: bool = True
     dockerfile: str | None = None
+    dockerfile_text: str | None = None  # a Dockerfile written by the test (BUILD_TEMPLATE and a step)
     repo_hotkey: str | None = None
     extra_files: dict[str, bytes] = field(default_factory=dict)
 
@@ -181,6 +206,9 @@ def publish_case(w: World, case: Case) -> None:
         shutil.copyfile(HOSTILE / "hostile_server.py", src / "server.py")
     if case.dockerfile:
         shutil.copyfile(HOSTILE / case.dockerfile, src / "Dockerfile")
+    if case.dockerfile_text:
+        (src / "Dockerfile").write_text(case.dockerfile_text)
+        shutil.copyfile(HOSTILE / "build_probe.py", src / "build_probe.py")
     for rel, data in case.extra_files.items():
         (src / rel).write_bytes(data)
     repo_id = f"hostile/{case.name.replace('_', '-')}"
@@ -189,8 +217,38 @@ def publish_case(w: World, case: Case) -> None:
     w.commit(case.hotkey, repo_id, revision)
 
 
-def cases(probe_address: str | None, listeners: dict[str, Listener]) -> list[Case]:
+def build_cases(base_image: str, probe_address: str | None, listeners: dict[str, Listener]) -> list[Case]:
+    """Miners whose attack is in their Dockerfile: refused before the daemon sees it, or bounded while
+    it builds."""
+    loopback = listeners["loopback_tcp"].port
+    probe: dict[str, Any] = {
+        "gateway_tcp": [listeners["host_tcp"].port],
+        "via_proxy": [f"http://127.0.0.1:{loopback}/", f"http://localhost:{loopback}/"],
+    }
+    if probe_address is not None:
+        probe["tcp"] = [[probe_address, listeners["outside_tcp"].port]]
+        probe["via_proxy"].append(f"http://{probe_address}:{listeners['outside_tcp'].port}/")
+    step = BUILD_TEMPLATE.format
+    return [
+        Case("build_add_url", dockerfile_text=step(step=f"ADD http://127.0.0.1:{loopback}/secret /secret")),
+        Case("build_copy_from", dockerfile_text=step(step=f"COPY --from={base_image} /etc/hostname /x")),
+        Case(
+            "build_archive",
+            dockerfile_text=step(step="ADD bomb.tar.gz /opt/"),
+            extra_files={"bomb.tar.gz": gzip_bomb()},
+        ),
+        Case(
+            "build_egress",
+            dockerfile_text=step(step=f"RUN python3 /build_probe.py probe '{json.dumps(probe)}'"),
+        ),
+        Case("build_fork_bomb", dockerfile_text=step(step="RUN python3 /build_probe.py fork 5000")),
+        Case("build_disk_fill", dockerfile_text=step(step="RUN python3 /build_probe.py fill 2048")),
+    ]
+
+
+def cases(base_image: str, probe_address: str | None, listeners: dict[str, Listener]) -> list[Case]:
     found = [
+        *build_cases(base_image, probe_address, listeners),
         Case("control", {"answer": "A"}, hostile_server=False),
         Case("dns", {"mode": "probe", "dns": [DNS_NAME]}),
         Case(
@@ -284,14 +342,14 @@ def hostile_round(
     validator_id = f"{sandbox_config.validator_id}-hostile"
     interface = make_probe_interface()
     probe_address = interface[1] if interface else None
-    listeners = {"host_tcp": Listener("0.0.0.0")}
+    listeners = {"host_tcp": Listener("0.0.0.0"), "loopback_tcp": Listener("127.0.0.1")}
     if probe_address:
         listeners["outside_tcp"] = Listener(probe_address)
         listeners["outside_udp"] = Listener(probe_address, socket.SOCK_DGRAM)
     client = docker.DockerClient(base_url=sandbox_config.docker_host, timeout=60)
     try:
         # The listeners work: the host itself reaches them (these connections are not counted below).
-        for key in ("host_tcp", "outside_tcp"):
+        for key in ("host_tcp", "loopback_tcp", "outside_tcp"):
             if key in listeners:
                 with socket.create_connection((listeners[key].address, listeners[key].port), timeout=3):
                     pass
@@ -301,7 +359,10 @@ def hostile_round(
         settings = {
             "docker_host": sandbox_config.docker_host,
             "validator_id": validator_id,
-            "build_network": "none",
+            # The production default: a network per build, out only through the egress proxy.
+            "build_network": "proxy",
+            "build_pids_limit": BUILD_PIDS_LIMIT,
+            "build_disk_limit": BUILD_DISK_LIMIT,
             "build_args": dict(sandbox_config.build_args),
             "sandbox_memory": "256m",
             "sandbox_cpus": 1.0,
@@ -318,7 +379,7 @@ def hostile_round(
 
         async def run() -> World:
             async with world(root, voicebench_dir, **settings) as w:
-                for case in cases(probe_address, listeners):
+                for case in cases(sandbox_config.build_args["BASE_IMAGE"], probe_address, listeners):
                     publish_case(w, case)
                 await settle(w, outcome)
                 return w
@@ -388,7 +449,7 @@ def assert_validator_and_host_unharmed(outcome: Outcome) -> None:
     assert len(control_samples) == SAMPLES and all(s.error is None for s in control_samples)
     assert outcome.leftover_containers == [] and outcome.leftover_networks == []
     assert outcome.host_spawns > 0 and outcome.host_spawn_failures == []
-    assert outcome.listeners.get("host_tcp") == 0
+    assert outcome.listeners.get("host_tcp") == 0 and outcome.listeners.get("loopback_tcp") == 0
     assert outcome.rss_growth_mib < 100, f"validator RSS grew by {outcome.rss_growth_mib:.0f} MiB"
 
 
@@ -630,3 +691,66 @@ async def test_pickled_audio_from_inference_is_refused_and_never_run(
         await sandbox.cleanup()
         await sandbox.prune_images()
         await sandbox.close()
+
+
+# ------------------------------------------------------------------------------- build-time attacks
+
+
+def build_report(outcome: Outcome, case: str) -> dict[str, str]:
+    """The BUILD-REPORT line a hostile RUN step printed, as the recorded BuildFailed quotes it."""
+    error = outcome.row(case).error or ""
+    lines = [line for line in error.splitlines() if line.startswith("BUILD-REPORT ")]
+    assert lines, f"no build report in the recorded error: {error!r}"
+    report: dict[str, str] = json.loads(lines[-1][len("BUILD-REPORT ") :])
+    return report
+
+
+def test_add_of_a_url_is_refused_before_the_daemon_fetches_it(hostile_round: Outcome) -> None:
+    # ADD is fetched by the daemon in the host's own network namespace: a loopback service would be read.
+    assert_rejected(hostile_round, "build_add_url", "DockerfileRefused", "line 5", "ADD")
+    assert hostile_round.listeners["loopback_tcp"] == 0
+    no_image_built(hostile_round, "build_add_url")
+    assert_validator_and_host_unharmed(hostile_round)
+
+
+def test_copy_from_another_image_on_the_daemon_is_refused(hostile_round: Outcome) -> None:
+    assert_rejected(hostile_round, "build_copy_from", "DockerfileRefused", "line 5", "--from")
+    no_image_built(hostile_round, "build_copy_from")
+    assert_validator_and_host_unharmed(hostile_round)
+
+
+def test_add_of_a_local_archive_is_refused(hostile_round: Outcome) -> None:
+    assert_rejected(hostile_round, "build_archive", "DockerfileRefused", "line 5", "archive")
+    no_image_built(hostile_round, "build_archive")
+    assert_validator_and_host_unharmed(hostile_round)
+
+
+def test_a_build_step_reaches_nothing_but_the_proxy_and_the_proxy_refuses(hostile_round: Outcome) -> None:
+    assert_rejected(hostile_round, "build_egress", "BuildFailed", "BUILD-REPORT")
+    report = build_report(hostile_round, "build_egress")
+    assert report["proxy"].startswith("http://"), report  # the build's only way out was offered
+    host_port = hostile_round.listener_ports["host_tcp"]
+    gateway = [v for k, v in report.items() if k.startswith("gateway ") and k.endswith(f":{host_port}")]
+    assert gateway and gateway[0].startswith("failed"), report
+    through_proxy = {k: v for k, v in report.items() if k.startswith("proxy http")}
+    assert through_proxy and all(v.startswith("failed") for v in through_proxy.values()), report
+    if hostile_round.probe_address is not None:
+        direct = report[f"tcp {hostile_round.probe_address}:{hostile_round.listener_ports['outside_tcp']}"]
+        assert direct.startswith("failed"), report
+        assert hostile_round.listeners["outside_tcp"] == 0
+    assert hostile_round.listeners["loopback_tcp"] == 0
+    assert_validator_and_host_unharmed(hostile_round)
+
+
+def test_a_fork_bomb_in_a_build_step_stops_at_the_build_pids_limit(hostile_round: Outcome) -> None:
+    assert_rejected(hostile_round, "build_fork_bomb", "BuildFailed", "BUILD-REPORT")
+    report = build_report(hostile_round, "build_fork_bomb")
+    assert int(report["forked"]) < BUILD_PIDS_LIMIT and report["failure"] == "errno 11", report
+    assert_validator_and_host_unharmed(hostile_round)
+
+
+def test_a_build_step_filling_the_disk_is_stopped_at_its_bound(hostile_round: Outcome) -> None:
+    error = assert_rejected(hostile_round, "build_disk_fill", "BuildFailed", "build-disk-limit")
+    assert "BUILD-REPORT" not in error  # stopped long before its 2 GiB were written
+    no_image_built(hostile_round, "build_disk_fill")
+    assert_validator_and_host_unharmed(hostile_round)

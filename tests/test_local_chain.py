@@ -23,6 +23,7 @@ from tests.chain_contract import (
 )
 from validator.chain.local import (
     MAX_COMMITMENT_BYTES,
+    ChainFileMissingError,
     CorruptChainFileError,
     LocalChain,
     LocalChainError,
@@ -41,15 +42,42 @@ def chain_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def chain(chain_path: Path) -> LocalChain:
-    return LocalChain(chain_path, VALIDATOR)
+    chain = LocalChain(chain_path, VALIDATOR)
+    chain.ensure_file()
+    return chain
 
 
-def test_missing_file_reads_as_empty_and_reads_create_nothing(chain: LocalChain) -> None:
+def test_an_empty_chain_file_reads_as_empty(chain: LocalChain) -> None:
     snapshot = chain.snapshot(NETUID)
     assert (snapshot.block, snapshot.neurons, snapshot.commitments, snapshot.exists) == (0, [], [], False)
     assert asyncio.run(chain.block()) == 0
     assert chain.weights(NETUID) == ({}, None)
-    assert not chain.path.exists()
+    chain.ensure_file()  # an existing file is left as it is
+    assert chain.snapshot(NETUID).block == 0
+
+
+def test_a_missing_chain_file_is_an_error_not_an_empty_chain(chain_path: Path) -> None:
+    chain = LocalChain(chain_path, VALIDATOR)
+    reads = [
+        lambda: chain.snapshot(NETUID),
+        lambda: chain.weights(NETUID),
+        lambda: asyncio.run(chain.block()),
+        lambda: asyncio.run(chain.neurons(NETUID)),
+        lambda: asyncio.run(chain.commitments(NETUID)),
+    ]
+    writes = [
+        lambda: chain.register(NETUID, "m1"),
+        lambda: chain.commit(NETUID, "m1", "x"),
+        lambda: chain.advance(1),
+        lambda: chain.set_weights_sync(NETUID, {0: 1.0}, 1),
+    ]
+    for call in reads + writes:
+        with pytest.raises(ChainFileMissingError, match="does not exist") as caught:
+            call()
+        assert str(chain_path) in str(caught.value) and "chain init" in str(caught.value)
+    assert not chain_path.exists() and not chain.lock_path.exists(), "a refused call left files behind"
+    chain.configure(NETUID)  # `chain init` creates it
+    assert chain.snapshot(NETUID).exists
 
 
 def test_create_sets_hyperparameters_once(chain_path: Path) -> None:
@@ -67,13 +95,18 @@ def test_create_sets_hyperparameters_once(chain_path: Path) -> None:
     assert chain.snapshot(NETUID).weights_rate_limit == 2
 
 
+def _n(uid: int, hotkey: str, block: int) -> Neuron:
+    """A local-chain neuron: no stake there, so every registered hotkey holds a permit."""
+    return Neuron(uid, hotkey, block, validator_permit=True)
+
+
 def test_register_uses_lowest_free_uid_and_new_blocks(chain: LocalChain) -> None:
-    assert chain.register(NETUID, "a") == Neuron(0, "a", 1)
-    assert chain.register(NETUID, "b") == Neuron(1, "b", 2)
-    assert chain.register(NETUID, "c") == Neuron(2, "c", 3)
+    assert chain.register(NETUID, "a") == _n(0, "a", 1)
+    assert chain.register(NETUID, "b") == _n(1, "b", 2)
+    assert chain.register(NETUID, "c") == _n(2, "c", 3)
     chain.deregister(NETUID, "b")  # block 4
-    assert chain.register(NETUID, "d") == Neuron(1, "d", 5)
-    assert asyncio.run(chain.neurons(NETUID)) == [Neuron(0, "a", 1), Neuron(1, "d", 5), Neuron(2, "c", 3)]
+    assert chain.register(NETUID, "d") == _n(1, "d", 5)
+    assert asyncio.run(chain.neurons(NETUID)) == [_n(0, "a", 1), _n(1, "d", 5), _n(2, "c", 3)]
 
 
 def test_reregistration_gets_a_new_registered_block(chain: LocalChain) -> None:
@@ -105,7 +138,7 @@ def test_subnets_are_separate_but_share_the_block(chain: LocalChain) -> None:
     chain.register(1, "a")
     chain.register(2, "a")
     assert [n.uid for n in asyncio.run(chain.neurons(1))] == [0]
-    assert asyncio.run(chain.neurons(2)) == [Neuron(0, "a", 2)]
+    assert asyncio.run(chain.neurons(2)) == [_n(0, "a", 2)]
     assert asyncio.run(chain.neurons(3)) == []
     with pytest.raises(LocalChainError, match="netuid"):
         chain.snapshot(-1)
@@ -218,6 +251,7 @@ async def test_set_weights_refusals_are_results(
 
 async def test_set_weights_needs_a_registered_validator(chain_path: Path) -> None:
     admin = LocalChain(chain_path, "")
+    admin.ensure_file()
     admin.register(NETUID, "m1")
     result = await admin.set_weights(NETUID, {0: 1.0}, version_key=1)
     assert not result.success and "not registered" in result.message
@@ -248,6 +282,7 @@ async def test_rate_limit(chain: LocalChain) -> None:
 
 async def test_rate_limit_is_per_validator(chain_path: Path) -> None:
     chain_a = LocalChain(chain_path, "val-a")
+    chain_a.ensure_file()
     chain_b = LocalChain(chain_path, "val-b")
     chain_a.configure(NETUID, weights_rate_limit=100)
     chain_a.register(NETUID, "val-a")
@@ -284,7 +319,6 @@ def test_writes_are_atomic_and_leave_no_temp_files(chain: LocalChain) -> None:
     ],
 )
 async def test_corrupt_file_gives_a_clear_error(chain: LocalChain, content: str, fragment: str) -> None:
-    chain.path.parent.mkdir(parents=True)
     chain.path.write_text(content)
     with pytest.raises(CorruptChainFileError, match=r"local-chain\.json") as caught:
         await chain.neurons(NETUID)
@@ -296,7 +330,6 @@ async def test_corrupt_file_gives_a_clear_error(chain: LocalChain, content: str,
 
 
 def test_binary_garbage_gives_a_clear_error(chain: LocalChain) -> None:
-    chain.path.parent.mkdir(parents=True)
     chain.path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(CorruptChainFileError, match="not UTF-8"):
         chain.snapshot(NETUID)
@@ -304,6 +337,7 @@ def test_binary_garbage_gives_a_clear_error(chain: LocalChain) -> None:
 
 def test_lock_wait_has_a_deadline(chain_path: Path) -> None:
     chain = LocalChain(chain_path, VALIDATOR, lock_timeout_s=0.2)
+    chain.ensure_file()
     chain.advance()
     with open(chain.lock_path, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -376,6 +410,7 @@ async def test_concurrent_threads_lose_no_update(chain: LocalChain) -> None:
 
 async def test_local_chain_passes_the_chain_contract(chain_path: Path) -> None:
     chain = LocalChain(chain_path, VALIDATOR)
+    chain.ensure_file()
     for hotkey in (VALIDATOR, "m1", "m2", "gone"):
         chain.register(NETUID, hotkey)
     chain.commit(NETUID, "m1", "alice:voice:0:" + "a" * 40 + ":0:v2")
@@ -403,6 +438,7 @@ async def test_local_chain_passes_the_rate_limit_contract(chain_path: Path) -> N
 
 async def test_local_chain_passes_the_not_registered_contract(chain_path: Path) -> None:
     admin = LocalChain(chain_path, "")
+    admin.ensure_file()
     admin.register(NETUID, "m1")
     chain = LocalChain(chain_path, VALIDATOR)
     setup = ContractSetup(netuid=NETUID, registered=frozenset({"m1"}), weights={0: 1.0})
@@ -410,6 +446,7 @@ async def test_local_chain_passes_the_not_registered_contract(chain_path: Path) 
 
 
 async def test_commit_own_needs_a_hotkey(chain_path: Path) -> None:
+    LocalChain(chain_path, "").ensure_file()
     with pytest.raises(LocalChainError, match="no hotkey"):
         await LocalChain(chain_path, "").commit_own(NETUID, "x")
     chain = LocalChain(chain_path, VALIDATOR)

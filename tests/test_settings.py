@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from validator.cli import main as cli_main
 from validator.cli import settings_table
 from validator.settings import Settings, load_settings
 
@@ -129,3 +130,31 @@ def test_bad_build_network_settings_are_refused_with_the_field_named(
     with pytest.raises(ValidationError, match=field) as refused:
         load_settings(args)
     assert reason in str(refused.value)
+
+
+def test_the_live_subnets_competition_is_the_default() -> None:
+    assert load_settings([]).competitions == ["v4"]
+
+
+def test_run_refuses_to_start_without_an_explicit_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings([]).chain is None
+    assert cli_main(["run", "--data-dir", str(tmp_path / "var")]) == 2
+    err = capsys.readouterr().err
+    assert "`run` needs an explicit chain" in err and "--chain bittensor" in err and "--chain local" in err
+    assert not (tmp_path / "var").exists(), "nothing was started or written"
+
+
+def test_run_on_a_missing_local_chain_file_stops_with_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo" / "chain.json"
+    code = cli_main(
+        ["run", "--chain", "local", "--local-chain-file", str(missing), "--data-dir", str(tmp_path / "var")]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"local chain file {missing} does not exist" in err and "chain init" in err
+    assert not missing.exists()

@@ -169,16 +169,16 @@ def test_competition_scoring_from_settings() -> None:
     )
     assert settings.competition_specs == {"v2": CompetitionSpec(), "v2v": CompetitionSpec("v2v", 1.0, 0.0)}
     assert settings.voice_to_voice
-    assert not load_settings([]).voice_to_voice  # the default: v2 is voice to text
+    assert not load_settings([]).voice_to_voice  # the default: v4, scored as voice to text
 
 
 @pytest.mark.parametrize(
     ("scoring", "message"),
     [
         ('{"v3": {"task": "v2v"}}', "not in competitions"),
-        ('{"v2": {"task": "v2v", "mos": 0.2}}', "mos-predictor is 'none'"),
-        ('{"v2": {"task": "v2t", "mos": 0.2}}', "no audio"),
-        ('{"v2": {"task": "v2v", "speed": 1}}', "Extra inputs"),
+        ('{"v4": {"task": "v2v", "mos": 0.2}}', "mos-predictor is 'none'"),
+        ('{"v4": {"task": "v2t", "mos": 0.2}}', "no audio"),
+        ('{"v4": {"task": "v2v", "speed": 1}}', "Extra inputs"),
     ],
 )
 def test_bad_competition_scoring_is_refused(scoring: str, message: str) -> None:

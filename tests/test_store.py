@@ -289,7 +289,7 @@ def test_database_at_schema_4_with_an_open_evaluation_is_upgraded(tmp_path: Path
     conn.commit()
     conn.close()
     store = Store.open(tmp_path / "v.db")
-    assert store.schema_version == len(MIGRATIONS) == 6
+    assert store.schema_version == len(MIGRATIONS) == 7
     assert store.requeue_interrupted() == 1
     claim = store.claim_next()
     # The old open evaluation has no recorded plan to resume: closed, and a fresh one begins.
@@ -312,3 +312,72 @@ def test_malformed_submission_row_is_set_aside_and_the_queue_goes_on(tmp_path: P
     bad = next(r for r in store.miner_rows() if r.hotkey == "bad")
     assert bad.status == "failed" and "malformed submissions row" in (bad.error or "")
     store.close()
+
+
+def finish_with(store: Store, fingerprints: frozenset[str]) -> None:
+    claim = store.claim_next()
+    assert claim is not None
+    result = EvaluationResult(claim.submission, 50.0, (), None, fingerprints=tuple(sorted(fingerprints)))
+    store.finish_evaluation(claim, result)
+
+
+def test_fingerprint_history_keeps_every_submission_with_its_earliest_block(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "v.db")
+    store.record_submission(sub("bob", REV_A, uid=1, block=10))
+    finish_with(store, frozenset({"fp-model", "fp-bob"}))
+    store.record_submission(sub("bob", REV_B, uid=1, block=30))  # Bob's next revision, same model
+    finish_with(store, frozenset({"fp-model"}))
+    store.record_submission(sub("erin", REV_A, uid=2, block=50))
+    finish_with(store, frozenset({"fp-model"}))
+    store.close()
+    # Bob deregisters: nothing is deleted, and a restart keeps it all.
+    store = Store.open(tmp_path / "v.db")
+    assert store.fingerprint_history(["fp-model", "fp-bob", "fp-none"]) == {
+        "fp-model": {"bob": 10, "erin": 50},
+        "fp-bob": {"bob": 10},
+    }
+    assert store.fingerprint_history([]) == {}
+    store.close()
+
+
+def test_fingerprints_evaluated_before_the_migration_are_backfilled(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "v.db")
+    for script in MIGRATIONS[:6]:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 6")
+    rows = [
+        ("bob", REV_A, 10, "evaluated", '["fp1", "fp2"]'),
+        ("erin", REV_B, 40, "rejected", '["fp1"]'),
+        ("carol", REV_A, 5, "queued", '["fp1"]'),  # never evaluated: owns nothing
+        ("dave", REV_B, 7, "evaluated", "not json"),  # unreadable: skipped, not fatal
+    ]
+    for hotkey, revision, block, status, fingerprints in rows:
+        conn.execute(
+            "INSERT INTO submissions (hotkey, uid, repo_id, revision, competition, commit_block, status,"
+            " created_at, updated_at, fingerprints) VALUES (?, 1, 'ns/m', ?, 'v4', ?, ?, 0, 0, ?)",
+            (hotkey, revision, block, status, fingerprints),
+        )
+    conn.commit()
+    conn.close()
+    store = Store.open(tmp_path / "v.db")
+    assert store.fingerprint_history(["fp1", "fp2"]) == {"fp1": {"bob": 10, "erin": 40}, "fp2": {"bob": 10}}
+    store.close()
+
+
+def test_chain_facts_are_kept_across_restarts(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "v.db")
+    store.set_fact("validator", {"registered": True, "permit": False})
+    store.set_fact("weights_blocked", {"kind": "runtime", "message": "m"})
+    store.set_fact("weights_blocked", None)
+    store.close()
+    store = Store.open(tmp_path / "v.db")
+    assert store.facts() == {"validator": {"permit": False, "registered": True}}
+    store.close()
+
+
+def test_refused_weight_sets_keep_their_kind(store: Store) -> None:
+    store.record_weight_set(5, {1: 1.0}, False, "no permit", refusal="no_permit")
+    latest = store.last_weight_set(successful_only=False)
+    assert latest is not None and latest.refusal == "no_permit"

@@ -14,6 +14,7 @@ from validator.app import open_app
 from validator.chain.local import LocalChain
 from validator.chain.port import WeightSetResult
 from validator.cli import main as cli_main
+from validator.commitments import subnet_hash
 
 ALICE, BOB, ERIN, ZED = "5Alice-w", "5Bob-w", "5Erin-w", "5Zed-w"
 
@@ -128,11 +129,34 @@ async def test_transient_failures_are_retried(
         assert calls == [321, 321, 321]
 
 
-def test_commit_command_writes_the_subnet_format(tmp_path: Path) -> None:
+def test_commit_command_writes_the_subnet_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     chain_file = tmp_path / "chain.json"
-    base = ["--local-chain-file", str(chain_file), "--validator-hotkey", "5Miner"]
+    base = ["--chain", "local", "--local-chain-file", str(chain_file), "--validator-hotkey", "5Miner"]
+    assert cli_main(["chain", "init", "--chain-file", str(chain_file)]) == 0
     assert cli_main(["chain", "register", "--hotkey", "5Miner", "--chain-file", str(chain_file)]) == 0
     assert cli_main(["commit", "--repo", "me/model", "--revision", "ab" * 20, *base]) == 0
     assert cli_main(["commit", "--repo", "me/model", "--revision", "main", *base]) == 2
+    capsys.readouterr()
+    # Without --chain the command refuses to guess where to write.
+    assert cli_main(["commit", "--repo", "me/model", "--revision", "cd" * 20, *base[2:]]) == 2
+    assert "--chain bittensor" in capsys.readouterr().err
     (commitment,) = LocalChain(chain_file, "5Miner").snapshot(NETUID).commitments
-    assert commitment.value == "me:model:0:" + "ab" * 20 + ":0000000000000000:v2"
+    # The live competition, and the hash the subnet's own upload tool writes (never a shared constant).
+    assert commitment.value == f"me:model:0:{'ab' * 20}:{subnet_hash('me/model', 0, 'v4')}:v4"
+
+
+async def test_a_copy_of_a_deregistered_miners_model_is_still_a_copy_after_a_restart(
+    tmp_path: Path, voicebench_dir: Path, benchmark: dict
+) -> None:
+    async with world(tmp_path, voicebench_dir) as w:
+        w.miner(BOB, "bob/voice", "B")
+        w.miner(ALICE, "alice/voice", "C", name="alice")
+        assert await evaluate_all(w, benchmark) is not None
+        assert w.uids[BOB] in w.weights()
+        # Bob leaves the subnet; later Erin re-uploads his model under her name and commits it.
+        w.chain.deregister(NETUID, BOB)
+        w.miner(ERIN, "erin/voice", "B")
+        result = await evaluate_all(w, benchmark)  # a new app: the validator restarted in between
+        assert result is not None and result.success
+        assert w.uids[ERIN] not in w.weights(), "a copy of a deregistered miner's model earned weight"
+        assert w.weights() == {w.uids[ALICE]: pytest.approx(1.0)}

@@ -384,3 +384,35 @@ def test_leader_rule_with_incumbent(
     else:
         assert decision.leader == incumbent.uid
     assert decision.weights[decision.leader] == pytest.approx(0.8)
+
+
+# ---- copies against every commitment ever seen ---------------------------------------------------------
+
+
+def test_a_copy_of_a_deregistered_miners_model_is_still_a_copy() -> None:
+    erin = Standing(uid=4, hotkey="erin", commit_block=200, scores=(90.0,), fingerprints=frozenset({"fp"}))
+    alice = Standing(uid=1, hotkey="alice", commit_block=150, scores=(50.0,), fingerprints=frozenset({"a"}))
+    history = {"fp": {"bob": 100, "erin": 200}, "a": {"alice": 150}}
+    decision = compute_weights([erin, alice], DEFAULT, None, history)
+    assert decision.weights == {1: 1.0}
+    reason = "copy of hotkey bob's commitment at block 100 (no longer registered): nothing"
+    assert decision.reasons[4] == reason
+    assert copies([erin, alice], history) == {4}
+    assert copies([erin, alice]) == set(), "without history there is nothing to compare with"
+
+
+def test_the_earliest_commitment_ever_seen_wins_over_a_newer_revision() -> None:
+    # Bob first committed the model at block 50, and now stands with a newer revision of it (block 300);
+    # Carol committed it at block 120: she is the copy, not Bob.
+    bob = Standing(uid=2, hotkey="bob", commit_block=300, scores=(70.0,), fingerprints=frozenset({"fp"}))
+    carol = Standing(uid=3, hotkey="carol", commit_block=120, scores=(80.0,), fingerprints=frozenset({"fp"}))
+    history = {"fp": {"bob": 50, "carol": 120}}
+    assert copies([bob, carol], history) == {3}
+    decision = compute_weights([bob, carol], DEFAULT, None, history)
+    assert decision.weights == {2: 1.0}
+    assert decision.reasons[3].startswith("copy of uid 2 (hotkey bob")
+
+
+def test_a_hotkeys_own_history_never_makes_it_a_copy() -> None:
+    bob = Standing(uid=2, hotkey="bob", commit_block=300, scores=(70.0,), fingerprints=frozenset({"fp"}))
+    assert copies([bob], {"fp": {"bob": 50}}) == set()

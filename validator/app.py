@@ -40,9 +40,9 @@ from evaluation.voicebench.evaluators import JUDGED_EVALUATORS
 from evaluation.voicebench.fixture import build_fixture
 from evaluation.voicebench.hub import download_voicebench
 from evaluation.voicebench.subsets import SubsetSpec, subset_spec
-from validator.chain.facade import ChainFacade
+from validator.chain.facade import ChainFacade, nested_timeout
 from validator.chain.local import LocalChain
-from validator.chain.port import Chain
+from validator.chain.port import Chain, ChainError
 from validator.metrics import Metrics, serve_metrics
 from validator.service import ServiceConfig, ValidatorService
 from validator.settings import Settings
@@ -206,13 +206,27 @@ async def load_benchmark(settings: Settings) -> dict[str, Sequence[Item]]:
     return benchmark
 
 
-async def make_chain(settings: Settings) -> ChainFacade:
+class ChainNotChosenError(ChainError):
+    """No ``--chain`` was given: a validator must never guess which chain it serves."""
+
+
+async def make_chain(settings: Settings, *, substrate: object = None) -> ChainFacade:
     """The chain adapter chosen by ``settings.chain``, behind the facade.
 
     With a real chain the wallet's hotkey is read now, so a missing or unreadable wallet stops the
-    validator at start with the path in the message instead of at the first weight set.
+    validator at start with the path in the message instead of at the first weight set. The local
+    chain's file must exist. The adapter gets ``chain-timeout-s`` for one call; the facade's deadline
+    is nested outside it (:func:`~validator.chain.facade.nested_timeout`), so a hung connection is
+    dropped by the adapter and rebuilt, never cut short by the facade. ``substrate`` replaces the
+    bittensor RPC backend (tests).
     """
     adapter: Chain
+    if settings.chain is None:
+        raise ChainNotChosenError(
+            "no chain chosen: pass --chain bittensor (a real subtensor; see --subtensor-network) or"
+            " --chain local (the file-backed development chain, --local-chain-file), or set"
+            " VOICE_VALIDATOR_CHAIN"
+        )
     if settings.chain == "bittensor":
         # Imported only when chosen: the SDK is heavy, and the local chain needs none of it.
         from validator.chain.bittensor_chain import BittensorChain
@@ -224,13 +238,17 @@ async def make_chain(settings: Settings) -> ChainFacade:
             wallet_hotkey=settings.wallet_hotkey,
             wallet_path=settings.wallet_path,
             call_timeout_s=settings.chain_timeout_s,
+            substrate=substrate,
         )
         hotkey = await asyncio.to_thread(lambda: real.hotkey)
         log.info("wallet loaded", hotkey=hotkey, network=settings.subtensor_network)
         adapter = real
     else:
-        adapter = LocalChain(settings.local_chain_file, settings.validator_hotkey)
-    return ChainFacade(adapter, timeout_s=settings.chain_timeout_s)
+        local = LocalChain(settings.local_chain_file, settings.validator_hotkey)
+        # A mistyped path must stop the validator, not run it on an empty chain.
+        await local.block()
+        adapter = local
+    return ChainFacade(adapter, timeout_s=nested_timeout(adapter.deadline_s))
 
 
 def make_source(settings: Settings) -> RepoSource:
@@ -266,6 +284,29 @@ def worker_sandboxes(sandbox: Sandbox, slots: Sequence[tuple[str, ...]]) -> list
     return [sandbox] * len(slots)
 
 
+async def judge_mode(settings: Settings) -> str:
+    """The judge server this validator starts: 'vllm' or 'llama-cpp' ('auto' picks by GPU presence)."""
+    if settings.judge != "auto":
+        return settings.judge
+    return "vllm" if await asyncio.to_thread(gpu_present) else "llama-cpp"
+
+
+def judge_spec(settings: Settings, mode: str) -> JudgeServerSpec:
+    """How the validator launches its judge server in ``mode`` ('vllm' or 'llama-cpp')."""
+    if mode == "vllm":
+        spec = vllm_spec(
+            model=settings.judge_model,
+            revision=settings.judge_revision,
+            dtype=settings.judge_dtype,
+            quantization=settings.judge_quantization,
+            gpu_memory_utilization=settings.judge_gpu_memory_utilization,
+            max_model_len=settings.judge_max_model_len,
+            port=settings.judge_port,
+        )
+        return pin_judge_gpus(spec, settings.judge_gpu_device_ids)
+    return llama_cpp_spec(port=settings.judge_port)
+
+
 @asynccontextmanager
 async def open_judge(
     settings: Settings, *, observe: Observe | None = None
@@ -292,22 +333,8 @@ async def open_judge(
                 observe=observe,
             )
             return
-        mode = settings.judge
-        if mode == "auto":
-            mode = "vllm" if await asyncio.to_thread(gpu_present) else "llama-cpp"
-        if mode == "vllm":
-            spec = vllm_spec(
-                model=settings.judge_model,
-                revision=settings.judge_revision,
-                dtype=settings.judge_dtype,
-                quantization=settings.judge_quantization,
-                gpu_memory_utilization=settings.judge_gpu_memory_utilization,
-                max_model_len=settings.judge_max_model_len,
-                port=settings.judge_port,
-            )
-            spec = pin_judge_gpus(spec, settings.judge_gpu_device_ids)
-        else:
-            spec = llama_cpp_spec(port=settings.judge_port)
+        mode = await judge_mode(settings)
+        spec = judge_spec(settings, mode)
         server = JudgeServer(spec, log_path=settings.data_dir / "judge.log")
         await server.start()
         stop = asyncio.Event()
@@ -408,6 +435,7 @@ def service_config(settings: Settings) -> ServiceConfig:
         weights_dry_run=settings.weights_dry_run,
         weights_retries=settings.weights_retries,
         weights_retry_backoff_s=settings.weights_retry_backoff_s,
+        reveal_grace_blocks=settings.weights_reveal_grace_blocks,
         round_blocks=settings.round_blocks,
         # The local chain only moves when someone writes to it: no watchdog there.
         block_stall_s=settings.block_stall_s if settings.chain == "bittensor" else None,

@@ -44,6 +44,8 @@ from validator.commitments import CommitmentError, format_commitment
 from validator.demo import DEMO_SAMPLES_PER_SUBSET, DemoError, run_demo
 from validator.health import health_checks
 from validator.logging import configure_logging
+from validator.preflight import exit_code as preflight_exit_code
+from validator.preflight import preflight
 from validator.progress_bar import TerminalProgress
 from validator.settings import ENV_PREFIX, Settings, load_settings
 from validator.store import Store, StoreError
@@ -52,6 +54,12 @@ from validator.table import render_table
 log = structlog.get_logger(__name__)
 
 LOCAL_REVISION = "0" * 40
+CHAIN_COMMANDS = ("run", "commit", "preflight")
+"""Commands that talk to a chain: each refuses to guess which one."""
+CHAIN_HINT = (
+    "pass --chain bittensor (a real subtensor) or --chain local (the file-backed development chain),"
+    " or set VOICE_VALIDATOR_CHAIN"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("run", help="run the validator daemon (what pm2 runs)")
+    sub.add_parser("run", help="run the validator daemon (what pm2 runs); needs --chain bittensor or local")
+    add_preflight_command(sub)
 
     demo = sub.add_parser("demo", help="one whole round on a local chain, hub and Docker; prints the result")
     demo.add_argument("--example-dir", type=Path, help="example miner to use (default: docker/example_miner)")
@@ -129,9 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if args.command in CHAIN_COMMANDS and settings.chain is None:
+        print(f"error: `{args.command}` needs an explicit chain: {CHAIN_HINT}", file=sys.stderr)
+        return 2
     try:
         if args.command == "run":
             return asyncio.run(run_daemon(settings))
+        if args.command == "preflight":
+            return asyncio.run(run_preflight(settings, sys.stdout))
         if args.command == "demo":
             return asyncio.run(
                 run_demo(
@@ -190,6 +204,26 @@ async def run_daemon(settings: Settings) -> int:
     async with open_app(settings) as app:
         await app.service.run(stop)
     return 0
+
+
+def add_preflight_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``preflight`` subcommand: the checklist to run before pm2."""
+    sub.add_parser(
+        "preflight",
+        help="check chain, wallet, registration, permit, stake, runtime, judge, Docker, GPUs and disk"
+        " before starting the validator; exits 1 when weights would not land",
+    )
+
+
+async def run_preflight(settings: Settings, out: TextIO) -> int:
+    """Print the preflight checklist; 1 when any check would stop weights from landing."""
+    items = await preflight(settings)
+    for item in items:
+        print(item.line(), file=out)
+    code = preflight_exit_code(items)
+    verdict = "weights would not land: fix each FAIL above" if code else "ready to run"
+    print(f"\npreflight: {verdict}", file=out)
+    return code
 
 
 class _PrintSink:
@@ -338,9 +372,46 @@ def show_status(settings: Settings, out: TextIO) -> int:
                 + ", ".join(f"uid {u}: {w:.4f}" for u, w in sorted(last.weights.items())),
                 file=out,
             )
+        for line in chain_fact_lines(store.facts()):
+            print(line, file=out)
     finally:
         store.close()
     return 0
+
+
+def chain_fact_lines(facts: dict[str, dict[str, object]]) -> list[str]:
+    """What the daemon last learned about its own hotkey and weights, for the status command."""
+    lines: list[str] = []
+    me = facts.get("validator")
+    if me is not None:
+        if not me.get("registered"):
+            lines.append(f"validator hotkey {me.get('hotkey')}: NOT REGISTERED on subnet {me.get('netuid')}")
+        elif me.get("permit"):
+            lines.append(f"validator hotkey {me.get('hotkey')}: uid {me.get('uid')}, validator permit held")
+        else:
+            lines.append(
+                f"validator hotkey {me.get('hotkey')}: uid {me.get('uid')}, NO VALIDATOR PERMIT"
+                " (its weights would not count)"
+            )
+    blocked = facts.get("weights_blocked")
+    if blocked is not None:
+        lines.append(f"weights BLOCKED ({blocked.get('kind')}): {blocked.get('message')}")
+    state = facts.get("weights")
+    if state is not None:
+        if state.get("state") == "in_force":
+            lines.append(f"weights in force (set at block {state.get('block')})")
+        elif state.get("state") == "pending":
+            lines.append(
+                f"weights committed at block {state.get('commit_block')}, reveal pending (drand round"
+                f" {state.get('reveal_round')}, chain at {state.get('revealed_round')})"
+            )
+        else:
+            lines.append(
+                f"weights committed at block {state.get('commit_block')} NOT REVEALED: drand round"
+                f" {state.get('reveal_round')} stored since block {state.get('round_seen_block')}, the"
+                " weights on chain are not the committed ones"
+            )
+    return lines
 
 
 def planned_samples(settings: Settings) -> int | None:

@@ -6,10 +6,17 @@ is checked against a narrow grammar and every failure names its reason.
 
 The committed ``hf_commit`` must be a full 40-hex commit id: it is the only revision the validator ever
 fetches, which is what stops a miner from swapping the repo's contents after committing.
+
+The ``hash`` field is not used here (content is pinned by the revision and copies are found by
+fingerprints), but the subnet's existing validator keeps only the oldest model per hash, so what a miner
+writes there matters to it. :func:`subnet_hash` computes the field the way the subnet's own upload tool
+does, so two repos never share one; the parser accepts any hash that tool or the subnet's format allows
+(a decimal number, letters and digits, base64 of a sha256), or none.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,17 +39,20 @@ MAX_EPOCH_DIGITS = 19
 
 MAX_HASH_LENGTH = 64
 MAX_COMPETITION_LENGTH = 16
-DEFAULT_COMPETITION = "v2"
-DEFAULT_CONTENT_HASH = "0" * 16
-"""Placeholder for the ``hash`` field: the validator pins content by revision, not by this token."""
+DEFAULT_COMPETITION = "v4"
+"""The live subnet's competition (its validator scores only the competitions it schedules)."""
 
 FIELD_COUNT = 6
+LEGACY_FIELD_COUNT = 5
+"""The subnet's format before competition ids; its validator reads such a commitment as a retired
+competition, so it is scored nowhere."""
 
 _REPO_PART = re.compile(r"[A-Za-z0-9_.-]+")
 _REVISION = re.compile(r"[0-9a-f]{40}")
 _HEX_ANY_CASE = re.compile(r"[0-9A-Fa-f]{40}")
 _EPOCH = re.compile(r"[0-9]+")
-_HASH = re.compile(r"[A-Za-z0-9]+")
+# Letters and digits (the subnet tool's decimal number among them), or base64 with its padding.
+_HASH = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _COMPETITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -171,8 +181,21 @@ def _check_hash(content_hash: str) -> None:
     if not _HASH.fullmatch(content_hash) or len(content_hash) > MAX_HASH_LENGTH:
         raise CommitmentError(
             Reason.BAD_HASH,
-            f"hash {_shown(content_hash)} must be 1-{MAX_HASH_LENGTH} letters or digits",
+            f"hash {_shown(content_hash)} must be at most {MAX_HASH_LENGTH} letters, digits or base64"
+            " ('+', '/', trailing '=')",
         )
+
+
+def subnet_hash(repo_id: str, epoch: int, competition: str) -> str:
+    """The ``hash`` field as the subnet's own upload tool fills it: the first 64 bits of the sha256 of
+    ``"namespace name epoch competition_id"``, as a decimal number.
+
+    Distinct repos (or epochs, or competitions) get distinct values, so a miner using this command
+    never shares a hash with another miner, which the subnet's validator would treat as one model.
+    """
+    namespace, _, name = repo_id.partition("/")
+    material = " ".join((namespace, name, str(epoch), competition)).encode("utf-8")
+    return str(int(hashlib.sha256(material).hexdigest()[:16], 16))
 
 
 def _check_competition(competition: str, allowed: frozenset[str] | None) -> None:
@@ -227,6 +250,12 @@ def parse_commitment(
     _check_characters(value)
 
     fields = value.split(":")
+    if len(fields) == LEGACY_FIELD_COUNT:
+        raise CommitmentError(
+            Reason.FIELD_COUNT,
+            "5 ':'-separated fields: the old form without a competition id, which the subnet's validator"
+            " scores in no current competition; add ':<competition_id>'",
+        )
     if len(fields) != FIELD_COUNT:
         raise CommitmentError(
             Reason.FIELD_COUNT,
@@ -253,17 +282,20 @@ def format_commitment(
     revision: str,
     *,
     epoch: int = 0,
-    content_hash: str = DEFAULT_CONTENT_HASH,
+    content_hash: str | None = None,
     competition: str = DEFAULT_COMPETITION,
     max_repo_id_length: int = DEFAULT_MAX_REPO_ID_LENGTH,
 ) -> str:
     """Build the commitment string for ``repo_id`` at ``revision``; the inverse of :func:`parse_commitment`.
 
-    The result is validated by parsing it back, so what this returns is always accepted.
-    Raises :class:`CommitmentError` for any field the parser would refuse.
+    ``content_hash`` None: the subnet tool's value (:func:`subnet_hash`). The result is validated by
+    parsing it back, so what this returns is always accepted. Raises :class:`CommitmentError` for any
+    field the parser would refuse.
     """
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise CommitmentError(Reason.BAD_EPOCH, f"epoch must be a non-negative integer, got {epoch!r}")
+    if content_hash is None:
+        content_hash = subnet_hash(repo_id, epoch, competition)
     # Validate each part before joining: a ':' inside any of them would otherwise shift the fields and
     # be reported as the wrong problem.
     for part in (repo_id, revision, content_hash, competition):

@@ -163,6 +163,7 @@ async def run_demo(
     async with LocalHub(hub_root) as hub_url:
         demo_settings = settings.model_copy(
             update={
+                "chain": "local",
                 "hub_endpoint": hub_url,
                 "local_chain_file": chain_file,
                 "validator_hotkey": VALIDATOR_HOTKEY,
@@ -182,7 +183,9 @@ async def run_demo(
                 "start_timeout_s": min(settings.start_timeout_s, 180.0),
             }
         )
-        chain = LocalChain(chain_file, VALIDATOR_HOTKEY)
+        chain = await asyncio.to_thread(
+            LocalChain.create, chain_file, settings.netuid, validator_hotkey=VALIDATOR_HOTKEY
+        )
         await asyncio.to_thread(
             seed_chain, chain, settings.netuid, hub_root, work, sources, settings.competitions[0]
         )

@@ -135,7 +135,8 @@ class Metrics:
         )
         self.weight_sets = Counter(
             f"{PREFIX}_weight_sets",
-            "Weight set attempts by outcome: success, refused, dry_run, not_ready, rate_limited.",
+            "Weight set attempts by outcome: success, dry_run, not_ready, rate_limited, or the refusal kind "
+            "(not_registered, no_permit, stake, version_key, runtime, invalid, connection, transient).",
             ["outcome"],
             registry=r,
         )
@@ -145,6 +146,29 @@ class Metrics:
         self.chain_block = Gauge(f"{PREFIX}_chain_block", "Newest block the validator has read.", registry=r)
         self.last_weights_block = Gauge(
             f"{PREFIX}_last_weights_block", "Block of this validator's last accepted weight set.", registry=r
+        )
+        self.weights_in_force = Gauge(
+            f"{PREFIX}_weights_in_force",
+            "1 when the last accepted weight set is on chain (under commit-reveal: read back after its "
+            "reveal), 0 when a reveal is pending or did not land.",
+            registry=r,
+        )
+        self.weights_reveal_pending = Gauge(
+            f"{PREFIX}_weights_reveal_pending",
+            "1 while a committed weight set waits for its reveal, else 0.",
+            registry=r,
+        )
+        self.validator_permit = Gauge(
+            f"{PREFIX}_validator_permit",
+            "1 when this validator's hotkey holds a validator permit, 0 when not (its weights would not "
+            "count), -1 when it is not registered.",
+            registry=r,
+        )
+        self.weights_blocked = Gauge(
+            f"{PREFIX}_weights_blocked",
+            "1 while weights cannot land until the operator acts (not registered, no permit, stake, "
+            "version key, a runtime this SDK cannot use), else 0.",
+            registry=r,
         )
 
     # Callbacks handed to the evaluation library (see evaluation.progress.Observe).

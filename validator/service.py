@@ -20,10 +20,18 @@ from evaluation.pipeline import Pipeline
 from evaluation.sandbox.port import Sandbox
 from evaluation.types import SampleResult
 from validator.chain.facade import ChainFacade, ChainUnavailable
-from validator.chain.port import Hyperparameters, WeightSetResult
+from validator.chain.port import (
+    BLOCKING_REFUSALS,
+    Hyperparameters,
+    Neuron,
+    Refusal,
+    RuntimeMismatchError,
+    WeightSetResult,
+)
 from validator.commitments import submissions_from_chain
 from validator.metrics import Metrics, ObservedProgress, error_kind
 from validator.store import QueuedEvaluation, Store
+from validator.weight_reveal import PendingReveal, RevealState, judge_reveal
 from validator.weights import WeightPolicy, WeightsNotReady, compute_weights
 
 log = structlog.get_logger(__name__)
@@ -49,6 +57,7 @@ class ServiceConfig:
     weights_retry_backoff_s: float = 5.0
     round_blocks: int = 360
     block_stall_s: float | None = None  # watchdog: no new block this long -> rebuild the chain client
+    reveal_grace_blocks: int = 360  # a reveal not in force this long after its round is stored: failed
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,11 @@ class ValidatorService:
         self._reported_rejections: set[tuple[str, str]] = set()
         self._last_sync_block = -1
         self._round: tuple[int, int] | None = None  # (start block, seed)
+        self._own_hotkey: str | None = None
+        self._own_state: dict[str, object] | None = None  # last recorded registration / permit
+        self._blocked: tuple[str, str] | None = None  # (kind, message) while weights cannot land
+        self._pending: PendingReveal | None = None
+        self._pending_loaded = False
 
     @property
     def last_sync_block(self) -> int:
@@ -132,6 +146,7 @@ class ValidatorService:
         """Read neurons and commitments once and queue every new valid submission."""
         block = await self._chain.block()
         neurons = await self._chain.neurons(self._config.netuid)
+        await self._note_own_neuron(neurons)
         raw = await self._chain.commitments(self._config.netuid)
         submissions, rejected = submissions_from_chain(
             neurons, raw, allowed_competitions=self._config.competitions
@@ -167,10 +182,53 @@ class ValidatorService:
         self._last_sync_block = block
         return SyncReport(block=block, neurons=len(neurons), queued=queued, rejected=len(rejected))
 
+    async def _note_own_neuron(self, neurons: Sequence[Neuron]) -> None:
+        """Record this validator's registration, permit and stake; warn when its weights would not count.
+
+        Logged when it changes (so at start, and again only when the chain changes), and kept in the
+        store for the status command.
+        """
+        if self._own_hotkey is None:
+            self._own_hotkey = await self._chain.own_hotkey()
+        hotkey = self._own_hotkey
+        mine = next((n for n in neurons if n.hotkey == hotkey), None)
+        state: dict[str, object] = {"hotkey": hotkey, "netuid": self._config.netuid}
+        if mine is None:
+            state.update(registered=False)
+            self._metrics.validator_permit.set(-1)
+        else:
+            state.update(registered=True, uid=mine.uid, permit=mine.validator_permit, stake=mine.stake)
+            self._metrics.validator_permit.set(1 if mine.validator_permit else 0)
+        if state == self._own_state:
+            return
+        self._own_state = state
+        await asyncio.to_thread(self._store.set_fact, "validator", state)
+        if mine is None:
+            log.error(
+                "validator hotkey is not registered on the subnet: no weight set can land",
+                hotkey=hotkey,
+                netuid=self._config.netuid,
+            )
+        elif not mine.validator_permit:
+            log.warning(
+                "validator hotkey holds no validator permit: its weights would not count (the chain"
+                " refuses them) until it has enough stake for a permit",
+                hotkey=hotkey,
+                uid=mine.uid,
+                stake=mine.stake,
+            )
+        else:
+            log.info("validator hotkey registered with a validator permit", uid=mine.uid, stake=mine.stake)
+
     async def _sync_loop(self) -> None:
         while True:
-            report = await self.sync_once()
-            log.debug("chain synced", block=report.block, neurons=report.neurons, queued=report.queued)
+            try:
+                report = await self.sync_once()
+            except RuntimeMismatchError as exc:
+                # Retrying cannot help; one line per change, not a restart loop.
+                await self._note_blocked(Refusal.RUNTIME.value, str(exc), -1)
+            else:
+                log.debug("chain synced", block=report.block, neurons=report.neurons, queued=report.queued)
             await asyncio.sleep(self._config.sync_interval_s)
 
     # --- evaluation ----------------------------------------------------------------------------
@@ -285,6 +343,7 @@ class ValidatorService:
         if self._last_sync_block < 0:
             log.info("weights wait for the first chain sync")
             return None
+        await self.follow_reveal()
         netuid = self._config.netuid
         neurons = await self._chain.neurons(netuid)
         standings = await asyncio.to_thread(self._store.standings, neurons)
@@ -294,8 +353,12 @@ class ValidatorService:
             self._metrics.weight_sets.labels(outcome="not_ready").inc()
             return None
         previous = await asyncio.to_thread(self._store.last_weight_set)
+        fingerprints = {fp for st in standings for fp in st.fingerprints}
+        history = await asyncio.to_thread(self._store.fingerprint_history, fingerprints)
         try:
-            decision = compute_weights(standings, self._config.policy, previous.leader if previous else None)
+            decision = compute_weights(
+                standings, self._config.policy, previous.leader if previous else None, history
+            )
         except WeightsNotReady as exc:
             log.info("weights not set: chain left untouched", reason=str(exc))
             self._metrics.weight_sets.labels(outcome="not_ready").inc()
@@ -327,6 +390,7 @@ class ValidatorService:
             return None
         # The subnet may require a newer weights version than ours; sending less is refused on chain.
         result = await self._submit(decision.weights, max(self._config.version_key, hyper.version_key))
+        kind = result.kind
         await asyncio.to_thread(
             self._store.record_weight_set,
             result.block,
@@ -334,14 +398,116 @@ class ValidatorService:
             result.success,
             result.message,
             leader=leader,
+            refusal=None if kind is None else kind.value,
         )
-        self._metrics.weight_sets.labels(outcome="success" if result.success else "refused").inc()
-        if result.success:
+        self._metrics.weight_sets.labels(outcome="success" if kind is None else kind.value).inc()
+        if kind is None:
             self._metrics.last_weights_block.set(result.block)
             log.info("weights set", block=result.block, weights=shown, leader=decision.leader)
+            await self._note_blocked(None, "", result.block)
+            await self._weights_landed(decision.weights, result)
+        elif kind in BLOCKING_REFUSALS:
+            await self._note_blocked(kind.value, result.message, result.block)
         else:
-            log.warning("weight set refused", message=result.message, weights=shown)
+            log.warning("weight set refused", kind=kind.value, message=result.message, weights=shown)
         return result
+
+    async def _note_blocked(self, kind: str | None, message: str, block: int) -> None:
+        """Record (kind set) or clear (None) a refusal only the operator can cure.
+
+        It is logged once when it appears or changes, not on every loop, and kept for the status command.
+        """
+        now = None if kind is None else (kind, message)
+        self._metrics.weights_blocked.set(0 if now is None else 1)
+        if now == self._blocked:
+            return
+        self._blocked = now
+        if now is None:
+            log.info("weights land again")
+            await asyncio.to_thread(self._store.set_fact, "weights_blocked", None)
+            return
+        log.error("weights cannot land until the operator acts", kind=kind, reason=message)
+        await asyncio.to_thread(
+            self._store.set_fact, "weights_blocked", {"kind": kind, "message": message, "block": block}
+        )
+
+    async def _weights_landed(self, weights: dict[int, float], result: WeightSetResult) -> None:
+        """A direct set is in force once included; a commit is followed until its reveal."""
+        if result.reveal_round is None:
+            self._pending = None
+            self._pending_loaded = True
+            self._metrics.weights_in_force.set(1)
+            self._metrics.weights_reveal_pending.set(0)
+            await asyncio.to_thread(
+                self._store.set_fact, "weights", {"state": RevealState.IN_FORCE.value, "block": result.block}
+            )
+            return
+        self._pending = PendingReveal(dict(weights), result.block, result.reveal_round)
+        self._pending_loaded = True
+        self._metrics.weights_in_force.set(0)
+        self._metrics.weights_reveal_pending.set(1)
+        await self._record_reveal(RevealState.PENDING, self._pending, None)
+
+    async def _record_reveal(self, state: RevealState, pending: PendingReveal, revealed: int | None) -> None:
+        fact: dict[str, object] = {"state": state.value, "revealed_round": revealed, **pending.to_json()}
+        await asyncio.to_thread(self._store.set_fact, "weights", fact)
+
+    async def follow_reveal(self) -> RevealState | None:
+        """Check the last committed weight set against the chain: revealed and in force, still pending,
+        or not revealed within the grace. None when nothing is pending."""
+        if not self._pending_loaded:
+            self._pending = await asyncio.to_thread(self._load_pending)
+            self._pending_loaded = True
+        pending = self._pending
+        if pending is None:
+            return None
+        revealed = await self._chain.revealed_round()
+        block = await self._chain.block()
+        on_chain = None
+        if revealed is not None and revealed >= pending.reveal_round:
+            on_chain = await self._chain.current_weights(self._config.netuid)
+        state, updated = judge_reveal(pending, revealed, on_chain, block, self._config.reveal_grace_blocks)
+        if state is RevealState.PENDING:
+            self._pending = updated
+            if updated != pending:
+                await self._record_reveal(state, updated, revealed)
+            log.info(
+                "weights committed, waiting for their reveal",
+                reveal_round=pending.reveal_round,
+                revealed_round=revealed,
+                block=block,
+            )
+            return state
+        self._pending = None
+        self._metrics.weights_reveal_pending.set(0)
+        await self._record_reveal(state, updated, revealed)
+        if state is RevealState.IN_FORCE:
+            self._metrics.weights_in_force.set(1)
+            log.info(
+                "committed weights revealed and in force", reveal_round=pending.reveal_round, block=block
+            )
+        else:
+            self._metrics.weights_in_force.set(0)
+            log.error(
+                "committed weights were not revealed: the weights on chain are not the ones committed",
+                reveal_round=pending.reveal_round,
+                revealed_round=revealed,
+                round_stored_at_block=updated.round_seen_block,
+                block=block,
+                on_chain={uid: round(w, 4) for uid, w in (on_chain or {}).items()},
+            )
+        return state
+
+    def _load_pending(self) -> PendingReveal | None:
+        """A reveal still pending when the validator last stopped (followed across restarts)."""
+        fact = self._store.facts().get("weights")
+        if not fact or fact.get("state") != RevealState.PENDING.value:
+            return None
+        try:
+            return PendingReveal.from_json(fact)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("unreadable pending reveal in the store; not followed", error=str(exc))
+            return None
 
     async def _rate_limit_passed(self, hyper: Hyperparameters) -> bool:
         """Whether the chain would accept a weight set now; waiting beats a refused extrinsic."""
@@ -360,15 +526,22 @@ class ValidatorService:
         return True
 
     async def _submit(self, weights: dict[int, float], version_key: int) -> WeightSetResult:
-        """Submit, retrying transient failures with backoff; a rate-limit refusal is not retried."""
+        """Submit, with each kind of refusal handled on its own: a rate limit is waited for (not
+        retried), a refusal only the operator can cure (or a refused vector) is returned at once, a lost
+        connection rebuilds the client before the retry, anything else is retried with backoff."""
         result = WeightSetResult(False, "not attempted", -1)
         for attempt in range(self._config.weights_retries + 1):
             try:
                 result = await self._chain.set_weights(self._config.netuid, weights, version_key)
             except ChainUnavailable as exc:
-                result = WeightSetResult(False, str(exc), -1)
-            if result.success or "rate limit" in result.message.lower():
+                result = WeightSetResult(False, str(exc), -1, refusal=Refusal.CONNECTION)
+            except RuntimeMismatchError as exc:
+                return WeightSetResult(False, str(exc), -1, refusal=Refusal.RUNTIME)
+            kind = result.kind
+            if kind is None or kind in BLOCKING_REFUSALS or kind in (Refusal.RATE_LIMITED, Refusal.INVALID):
                 return result
+            if kind is Refusal.CONNECTION:
+                await self._chain.reconnect()
             if attempt < self._config.weights_retries:
                 delay = self._config.weights_retry_backoff_s * 2**attempt
                 log.warning(
@@ -383,7 +556,10 @@ class ValidatorService:
     async def _weights_loop(self) -> None:
         while True:
             await asyncio.sleep(self._config.weights_interval_s)
-            await self.set_weights_once()
+            try:
+                await self.set_weights_once()
+            except RuntimeMismatchError as exc:
+                await self._note_blocked(Refusal.RUNTIME.value, str(exc), -1)
 
 
 async def watch_blocks(chain: ChainFacade, stall_s: float, poll_s: float | None = None) -> None:

@@ -56,10 +56,10 @@ class Settings(BaseSettings):
 
     # --- chain ---------------------------------------------------------------------------------
     netuid: int = Field(1, ge=0, description="Subnet id whose miners are evaluated.")
-    chain: Literal["local", "bittensor"] = Field(
-        "local",
-        description="Chain backend: 'bittensor' for a real subtensor, 'local' for the file-backed "
-        "development chain.",
+    chain: Literal["local", "bittensor"] | None = Field(
+        None,
+        description="Chain backend, required by run, commit and preflight: 'bittensor' for a real "
+        "subtensor, 'local' for the file-backed development chain (tests, demo).",
     )
     subtensor_network: str = Field(
         "finney", description="Subtensor network: finney, test, local, or a ws(s):// URL."
@@ -77,13 +77,19 @@ class Settings(BaseSettings):
         "validator", min_length=1, description="This node's hotkey (SS58) on the local chain."
     )
     competitions: list[str] = Field(
-        default_factory=lambda: ["v2"],
-        description="Competition ids accepted in miner commitments (JSON list).",
+        default_factory=lambda: ["v4"],
+        description="Competition ids accepted in miner commitments (JSON list); the live subnet runs v4. "
+        "The first is what `commit` writes by default.",
     )
     version_key: int | None = Field(
         None, ge=0, description="version_key of weight sets; default derived from the package version."
     )
-    chain_timeout_s: float = Field(30.0, gt=0, description="Deadline of one chain call.")
+    chain_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Deadline of one chain call; a hung connection is dropped and rebuilt after it "
+        "(the outer deadline allows for that).",
+    )
     block_stall_s: float = Field(
         120.0, gt=0, description="No new block for this long rebuilds the chain connection (bittensor)."
     )
@@ -108,6 +114,12 @@ class Settings(BaseSettings):
         None, ge=0, description="uid that receives all weight when no miner exceeds the baseline."
     )
     weights_retries: int = Field(3, ge=0, description="Retries of a weight set that failed transiently.")
+    weights_reveal_grace_blocks: int = Field(
+        360,
+        ge=1,
+        description="Under commit-reveal: blocks after the reveal round is stored within which the "
+        "revealed weights must be on chain, or the set is reported as not in force.",
+    )
     weights_retry_backoff_s: float = Field(
         5.0, ge=0, description="First wait before such a retry; doubles each time."
     )

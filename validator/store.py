@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +113,30 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE sample_results ADD COLUMN speech TEXT;
     """,
+    # Fingerprints of every submission ever evaluated, with its commitment block: a copy of a model whose
+    # miner has since deregistered is still a copy (the earliest commitment ever seen wins). Backfilled
+    # from the submissions already evaluated. chain_facts: what the daemon last learned from the chain
+    # about its own hotkey and its weights (permit, a blocked weight path, a pending reveal) for the
+    # status command. weight_sets.refusal: the kind of a refused set.
+    """
+    CREATE TABLE fingerprints (
+        fingerprint    TEXT    NOT NULL,
+        hotkey         TEXT    NOT NULL,
+        commit_block   INTEGER NOT NULL,
+        submission_id  INTEGER NOT NULL REFERENCES submissions (id),
+        PRIMARY KEY (fingerprint, submission_id)
+    );
+    CREATE INDEX fingerprints_earliest ON fingerprints (fingerprint, commit_block);
+    INSERT OR IGNORE INTO fingerprints (fingerprint, hotkey, commit_block, submission_id)
+        SELECT j.value, s.hotkey, s.commit_block, s.id FROM submissions s, json_each(s.fingerprints) j
+        WHERE s.status IN ('evaluated', 'rejected') AND json_valid(s.fingerprints);
+    CREATE TABLE chain_facts (
+        name        TEXT PRIMARY KEY,
+        value       TEXT NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    ALTER TABLE weight_sets ADD COLUMN refusal TEXT;
+    """,
 )
 
 SCORED_STATUSES = ("evaluated", "rejected")
@@ -165,6 +189,7 @@ class WeightSetRow:
     message: str
     leader: str | None = None
     dry_run: bool = False
+    refusal: str | None = None
 
 
 class Store:
@@ -479,6 +504,12 @@ class Store:
                 " WHERE id = ?",
                 (status, result.error, json.dumps(sorted(result.fingerprints)), now, claim.submission_id),
             )
+            sub = claim.submission
+            conn.executemany(
+                "INSERT OR IGNORE INTO fingerprints (fingerprint, hotkey, commit_block, submission_id)"
+                " VALUES (?, ?, ?, ?)",
+                [(fp, sub.hotkey, sub.block, claim.submission_id) for fp in sorted(result.fingerprints)],
+            )
 
     def fail_evaluation(self, claim: QueuedEvaluation, error: str, retry_at: float | None) -> None:
         """Record that our side failed; queue it again at ``retry_at``, or give up when None.
@@ -568,12 +599,14 @@ class Store:
         *,
         leader: str | None = None,
         dry_run: bool = False,
+        refusal: str | None = None,
     ) -> None:
-        """Keep every weight set attempt, including refused ones and dry runs."""
+        """Keep every weight set attempt, including refused ones (with the kind of refusal) and dry runs."""
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO weight_sets (created_at, block, weights, success, message, leader, dry_run)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO weight_sets"
+                " (created_at, block, weights, success, message, leader, dry_run, refusal)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     time.time(),
                     block,
@@ -582,6 +615,7 @@ class Store:
                     message,
                     leader,
                     int(dry_run),
+                    refusal,
                 ),
             )
 
@@ -600,7 +634,54 @@ class Store:
             message=str(row["message"]),
             leader=row["leader"],
             dry_run=bool(row["dry_run"]),
+            refusal=row["refusal"],
         )
+
+    def fingerprint_history(self, fingerprints: Iterable[str]) -> dict[str, dict[str, int]]:
+        """For each fingerprint, every hotkey that ever submitted it with its earliest commitment block.
+
+        Covers every evaluated submission ever stored, deregistered hotkeys included.
+        """
+        wanted = sorted(set(fingerprints))
+        history: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):  # under SQLite's bound-parameter limit
+                chunk = wanted[start : start + 500]
+                rows = self._conn.execute(
+                    "SELECT fingerprint, hotkey, MIN(commit_block) AS block FROM fingerprints"
+                    f" WHERE fingerprint IN ({', '.join('?' * len(chunk))}) GROUP BY fingerprint, hotkey",
+                    chunk,
+                ).fetchall()
+                for row in rows:
+                    history.setdefault(str(row["fingerprint"]), {})[str(row["hotkey"])] = int(row["block"])
+        return history
+
+    def set_fact(self, name: str, value: Mapping[str, object] | None) -> None:
+        """Record (or, with None, forget) one thing learned from the chain, for the status command."""
+        with self._transaction() as conn:
+            if value is None:
+                conn.execute("DELETE FROM chain_facts WHERE name = ?", (name,))
+            else:
+                conn.execute(
+                    "INSERT INTO chain_facts (name, value, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
+                    " updated_at = excluded.updated_at",
+                    (name, json.dumps(dict(value), sort_keys=True), time.time()),
+                )
+
+    def facts(self) -> dict[str, dict[str, object]]:
+        """Every recorded chain fact by name; an unreadable one is left out."""
+        with self._lock:
+            rows = self._conn.execute("SELECT name, value FROM chain_facts ORDER BY name").fetchall()
+        out: dict[str, dict[str, object]] = {}
+        for row in rows:
+            try:
+                value = json.loads(row["value"])
+            except (TypeError, ValueError):
+                continue
+            if isinstance(value, dict):
+                out[str(row["name"])] = value
+        return out
 
     def miner_rows(self) -> list[MinerRow]:
         """Each hotkey's newest submission with its latest outcome, for status tables."""

@@ -10,6 +10,9 @@ submission's valid evaluations and its content fingerprints) and calls :func:`co
 2. **Copies.** Two hotkeys whose submissions share any fingerprint (see :mod:`evaluation.fingerprint`)
    are the same model: only the earliest commitment (lowest ``commit_block``, then lowest uid) may earn.
    A copy earns nothing even with a higher score, and even while the original has no evaluation yet.
+   The earliest commitment is the earliest *ever seen*: ``history`` (every evaluated submission the
+   validator has kept, with its block) counts too, so a copy of a model whose miner has since
+   deregistered, or has moved on to another revision, is still a copy.
 3. **Eligibility.** A uid is eligible when it has at least one valid evaluation, is not a copy, and its
    smoothed score is strictly above ``baseline``. Everyone else gets nothing.
 4. **Leader.** The eligible uid with the highest smoothed score, ties going to the earlier commitment and
@@ -137,21 +140,45 @@ def smoothed(scores: Sequence[float], smoothing: float) -> float:
     return value
 
 
-def copies(standings: Sequence[Standing]) -> set[int]:
+FingerprintHistory = Mapping[str, Mapping[str, int]]
+"""fingerprint -> hotkey -> block of that hotkey's earliest commitment ever seen with the fingerprint."""
+
+
+@dataclass(frozen=True)
+class Original:
+    """The earliest commitment of a fingerprint: its hotkey, block, and uid when registered now."""
+
+    hotkey: str
+    block: int
+    uid: int | None
+
+    def describe(self) -> str:
+        """How a copy's reason names its original."""
+        if self.uid is not None:
+            return f"uid {self.uid} (hotkey {self.hotkey}, earlier commitment)"
+        return f"hotkey {self.hotkey}'s commitment at block {self.block} (no longer registered)"
+
+
+def copies(standings: Sequence[Standing], history: FingerprintHistory | None = None) -> set[int]:
     """Uids whose fingerprint matches an earlier commitment of another hotkey.
 
-    "Earlier" orders by ``commit_block``, then uid. Every standing owns its fingerprints, evaluated or
-    not, so a copy cannot earn while the original waits for its evaluation.
+    "Earlier" orders by ``commit_block``, then uid (registered before deregistered, then hotkey).
+    Every standing owns its fingerprints, evaluated or not, so a copy cannot earn while the original
+    waits for its evaluation; ``history`` adds every commitment seen before.
     """
-    return set(_copy_of(standings))
+    return set(_copy_of(standings, history or {}))
 
 
 def compute_weights(
-    standings: Sequence[Standing], policy: WeightPolicy, previous_leader: str | None
+    standings: Sequence[Standing],
+    policy: WeightPolicy,
+    previous_leader: str | None,
+    history: FingerprintHistory | None = None,
 ) -> WeightDecision:
     """Apply the module's policy to one standing per registered uid; see the module docstring.
 
-    ``previous_leader`` is the hotkey that led the last weight set (None at first start). Raises
+    ``previous_leader`` is the hotkey that led the last weight set (None at first start); ``history``
+    the fingerprints of every submission seen so far (see :data:`FingerprintHistory`). Raises
     :class:`WeightsNotReady` when nobody is eligible and no burn uid is configured, and ``ValueError``
     when a uid appears twice.
     """
@@ -160,15 +187,14 @@ def compute_weights(
     if len(set(uids)) != len(uids):
         raise ValueError("each uid may appear only once among the standings")
 
-    copy_of = _copy_of(ordered)
+    copy_of = _copy_of(ordered, history or {})
     reasons: dict[int, str] = {}
     score_of: dict[int, float] = {}
     eligible: list[Standing] = []
     for standing in ordered:
         uid = standing.uid
         if uid in copy_of:
-            original = copy_of[uid]
-            reasons[uid] = f"copy of uid {original[0]} (hotkey {original[1]}, earlier commitment): nothing"
+            reasons[uid] = f"copy of {copy_of[uid].describe()}: nothing"
             continue
         if not standing.scores:
             reasons[uid] = "no valid evaluation: nothing"
@@ -251,21 +277,34 @@ def weights_from_scores(scores: Mapping[int, float], registered_uids: set[int]) 
     return {uid: score / total for uid, score in sorted(clean.items()) if score > 0}
 
 
-def _copy_of(standings: Sequence[Standing]) -> dict[int, tuple[int, str]]:
-    """Copy uid -> (uid, hotkey) of the earliest other-hotkey commitment it shares a fingerprint with."""
-    # fingerprint -> (position in commitment order, uid, hotkey) of the earliest standing that has it
-    owner: dict[str, tuple[int, int, str]] = {}
-    found: dict[int, tuple[int, str]] = {}
-    ordered = sorted(standings, key=lambda s: (s.commit_block, s.uid))
-    for position, standing in enumerate(ordered):
-        originals = [
-            owner[fp] for fp in standing.fingerprints if fp in owner and owner[fp][2] != standing.hotkey
-        ]
-        if originals:
-            _, uid, hotkey = min(originals)
-            found[standing.uid] = (uid, hotkey)
+def _copy_of(standings: Sequence[Standing], history: FingerprintHistory) -> dict[int, Original]:
+    """Copy uid -> the earliest other-hotkey commitment it shares a fingerprint with."""
+    uid_of = {s.hotkey: s.uid for s in standings}
+    # fingerprint -> hotkey -> earliest block that hotkey committed it (history, then the standings)
+    first: dict[str, dict[str, int]] = {fp: dict(by_hotkey) for fp, by_hotkey in history.items()}
+    for standing in standings:
         for fingerprint in standing.fingerprints:
-            owner.setdefault(fingerprint, (position, standing.uid, standing.hotkey))
+            seen = first.setdefault(fingerprint, {})
+            seen[standing.hotkey] = min(
+                seen.get(standing.hotkey, standing.commit_block), standing.commit_block
+            )
+
+    def order(hotkey: str, block: int) -> tuple[int, int, int, str]:
+        uid = uid_of.get(hotkey)
+        return (block, 0 if uid is not None else 1, uid if uid is not None else 0, hotkey)
+
+    found: dict[int, Original] = {}
+    for standing in standings:
+        earliest: tuple[tuple[int, int, int, str], Original] | None = None
+        for fingerprint in standing.fingerprints:
+            hotkey, block = min(first[fingerprint].items(), key=lambda item: order(*item))
+            if hotkey == standing.hotkey:
+                continue
+            candidate = (order(hotkey, block), Original(hotkey, block, uid_of.get(hotkey)))
+            if earliest is None or candidate[0] < earliest[0]:
+                earliest = candidate
+        if earliest is not None:
+            found[standing.uid] = earliest[1]
     return found
 
 

@@ -7,7 +7,13 @@ closed and the next call builds a fresh one.
 
 Weight sets go through the SDK's ``SetWeights`` intent, which preflights registration and the rate
 limit, normalises to u16 and picks a plain ``set_mechanism_weights`` or a timelocked commit-reveal
-extrinsic from the subnet's setting. Refusals come back as ``WeightSetResult(success=False)``.
+extrinsic from the subnet's setting. Refusals come back as ``WeightSetResult(success=False)`` with a
+:class:`~validator.chain.port.Refusal` taken from the SDK's error code and chain error name (never from
+its wording). A lost connection is not a refusal: the client is dropped and the error raised, so the
+next call rebuilds the client.
+
+Deadlines: one call (connecting included) runs under ``call_timeout_s``; dropping a hung client adds at
+most ``CLOSE_TIMEOUT_S``. :attr:`BittensorChain.deadline_s` is that sum, and the facade must wait longer.
 """
 
 from __future__ import annotations
@@ -21,11 +27,18 @@ from typing import Any, TypeVar
 import bittensor as bt
 import structlog
 
+# The SDK raises this (a ValueError) for a storage item the connected runtime's metadata lacks; it is
+# not re-exported, and the SDK version is pinned exactly.
+from bittensor._transport.errors import StorageFunctionNotFound
+
 from validator.chain.port import (
     ChainError,
     Hyperparameters,
     Neuron,
     RawCommitment,
+    Refusal,
+    RuntimeInfo,
+    RuntimeMismatchError,
     WeightSetResult,
     weights_problem,
 )
@@ -61,6 +74,69 @@ class ChainConnectionError(ConnectionError):
 
     A ``ConnectionError`` so :class:`~validator.chain.facade.ChainFacade` retries reads on it.
     """
+
+
+# The SDK's error codes and chain error names that each need their own remedy; anything else is
+# retried (a full pool, an unknown error).
+_BY_NAME: dict[str, Refusal] = {
+    "NeuronNoValidatorPermit": Refusal.NO_PERMIT,
+    "NotEnoughStakeToSetWeights": Refusal.STAKE,
+    "StakeAmountTooLow": Refusal.STAKE,
+    "IncorrectWeightVersionKey": Refusal.VERSION_KEY,
+    "HotKeyNotRegisteredInSubNet": Refusal.NOT_REGISTERED,
+    "HotKeyAccountNotExists": Refusal.NOT_REGISTERED,
+}
+_BY_CODE: dict[bt.ErrorCode, Refusal] = {
+    bt.ErrorCode.RATE_LIMITED: Refusal.RATE_LIMITED,
+    bt.ErrorCode.NOT_REGISTERED: Refusal.NOT_REGISTERED,
+    # Under Null consensus only the sole permit holder may set weights (the SDK's own preflight).
+    bt.ErrorCode.NOT_AUTHORIZED: Refusal.NO_PERMIT,
+    bt.ErrorCode.INSUFFICIENT_BALANCE: Refusal.STAKE,
+    bt.ErrorCode.INVALID_ARGUMENT: Refusal.INVALID,
+    bt.ErrorCode.LIMIT_EXCEEDED: Refusal.INVALID,
+    bt.ErrorCode.SUBNET_NOT_EXISTS: Refusal.INVALID,
+}
+
+_CONNECTION_ERRORS = (ConnectionError, OSError, bt.RpcConnectionError, bt.ConnectionNotReady)
+
+WEIGHT_PATH_STORAGE: tuple[tuple[str, str, str], ...] = (
+    ("SubtensorModule", "Uids", "netuid,hotkey"),
+    ("SubtensorModule", "CommitRevealWeightsEnabled", "netuid"),
+    ("SubtensorModule", "WeightsSetRateLimit", "netuid"),
+    ("SubtensorModule", "LastUpdate", "netuid"),
+    ("SubtensorModule", "MinAllowedWeights", "netuid"),
+    ("SubtensorModule", "MaxWeightsLimit", "netuid"),
+    ("SubtensorModule", "SubnetEpochConsensus", "netuid"),
+    ("SubtensorModule", "ValidatorPermit", "netuid"),
+    ("SubtensorModule", "Tempo", "netuid"),
+    ("SubtensorModule", "RevealPeriodEpochs", "netuid"),
+    ("SubtensorModule", "LastEpochBlock", "netuid"),
+    ("SubtensorModule", "PendingEpochAt", "netuid"),
+    ("SubtensorModule", "SubnetEpochIndex", "netuid"),
+    ("SubtensorModule", "BlocksSinceLastStep", "netuid"),
+    ("SubtensorModule", "WeightsVersionKey", "netuid"),
+    ("SubtensorModule", "Weights", "netuid,uid"),
+    ("SubtensorModule", "StakeThreshold", ""),
+    ("Drand", "LastStoredRound", ""),
+)
+"""Every storage item SetWeights (bittensor 11.3.0) and this adapter read to set weights and follow a
+commit-reveal to its reveal, with the parameters each takes."""
+
+
+def classify_chain_error(code: Any, name: str | None) -> Refusal:
+    """The remedy kind of an SDK ``ChainError``: by its chain error name first, then its ErrorCode."""
+    if name and name in _BY_NAME:
+        return _BY_NAME[name]
+    if isinstance(code, bt.ErrorCode) and code in _BY_CODE:
+        return _BY_CODE[code]
+    return Refusal.TRANSIENT
+
+
+def missing_item(error: StorageFunctionNotFound) -> str:
+    """``Pallet.Item`` out of the transport's "storage function Pallet.Item not found" message."""
+    words = str(error).split()
+    named = [w for w in words if "." in w]
+    return named[0] if named else str(error)
 
 
 def decode_commitment_fields(fields: list[Any]) -> str | None:
@@ -196,7 +272,7 @@ class BittensorChain:
             if self._client is None:
                 client = self._new_client()
                 try:
-                    await asyncio.wait_for(client.connect(), timeout=self.call_timeout_s)
+                    await client.connect()  # under the caller's deadline
                 except BaseException:
                     await self._close_quietly(client)
                     raise
@@ -212,31 +288,49 @@ class BittensorChain:
             log.debug("closing a failed chain client failed", error=repr(error))
 
     async def _drop(self, client: bt.Client, reason: BaseException) -> None:
-        """Forget ``client`` (if still current) so the next call reconnects."""
-        async with self._client_lock:
-            if self._client is client:
-                self._client = None
+        """Forget ``client`` (if still current) so the next call reconnects.
+
+        No lock: a connect in progress may hold it for a whole deadline, and the compare-and-clear
+        below has no await in it, so it cannot interleave with another task.
+        """
+        if self._client is client:
+            self._client = None
         log.warning("chain client dropped; the next call reconnects", error=repr(reason))
         await self._close_quietly(client)
 
+    @property
+    def deadline_s(self) -> float:
+        """The longest one call takes: its deadline, then closing the client it gave up on."""
+        return self.call_timeout_s + CLOSE_TIMEOUT_S
+
     async def _call(self, what: str, body: Callable[[bt.Client], Awaitable[T]]) -> T:
-        """Run ``body`` on the shared client under the deadline; drop the client if the link failed."""
+        """Run ``body`` on the shared client under one deadline (connecting included); drop the client
+        if the link failed or hung, so the next call builds a fresh one."""
+        client: bt.Client | None = None
         try:
-            client = await self._get_client()
+            async with asyncio.timeout(self.call_timeout_s):
+                try:
+                    client = await self._get_client()
+                except _CONNECTION_ERRORS as error:
+                    raise ChainConnectionError(f"cannot connect to the chain for {what}: {error}") from error
+                return await body(client)
         except TimeoutError as error:
-            raise TimeoutError(
-                f"connecting to the chain timed out after {self.call_timeout_s:.0f}s"
-            ) from error
-        except (ConnectionError, OSError, bt.RpcConnectionError) as error:
-            raise ChainConnectionError(f"cannot connect to the chain for {what}: {error}") from error
-        try:
-            return await asyncio.wait_for(body(client), timeout=self.call_timeout_s)
-        except TimeoutError as error:
-            await self._drop(client, error)
+            if client is not None:
+                await self._drop(client, error)
             raise TimeoutError(f"chain {what} timed out after {self.call_timeout_s:.0f}s") from error
-        except (ConnectionError, OSError, bt.RpcConnectionError, bt.ConnectionNotReady) as error:
+        except ChainConnectionError as error:
+            if client is not None:
+                await self._drop(client, error)
+            raise
+        except _CONNECTION_ERRORS as error:
+            assert client is not None
             await self._drop(client, error)
             raise ChainConnectionError(f"chain {what} failed: {error}") from error
+        except StorageFunctionNotFound as error:
+            raise RuntimeMismatchError(
+                f"chain {what}: the connected runtime has no storage item {missing_item(error)}, which"
+                f" bittensor {bt.__version__} reads; this validator cannot work with that runtime"
+            ) from error
 
     # -- reads
 
@@ -294,17 +388,19 @@ class BittensorChain:
 
         async def read(client: bt.Client) -> Hyperparameters:
             block = await client.block()
-            tempo, rate_limit, commit_reveal, version_key = await asyncio.gather(
+            tempo, rate_limit, commit_reveal, version_key, threshold = await asyncio.gather(
                 client.query(_st("Tempo"), [netuid], block=block),
                 client.query(_st("WeightsSetRateLimit"), [netuid], block=block),
                 client.query(_st("CommitRevealWeightsEnabled"), [netuid], block=block),
                 client.query(_st("WeightsVersionKey"), [netuid], block=block),
+                client.query(_st("StakeThreshold"), [], block=block),
             )
             return Hyperparameters(
                 tempo=int(tempo or 0),
                 weights_rate_limit=int(rate_limit or 0),
                 commit_reveal=bool(commit_reveal),
                 version_key=int(version_key or 0),
+                min_stake=int(threshold or 0) / RAO_PER_TOKEN,
             )
 
         return await self._call("hyperparameters", read)
@@ -367,11 +463,22 @@ class BittensorChain:
             before = await client.block()
             try:
                 result = await client.execute(intent, wallet, wait_for_finalization=False)
+            except _CONNECTION_ERRORS:
+                raise  # _call drops the client; the facade reports a lost connection
+            except StorageFunctionNotFound as error:
+                return await self._runtime_refusal(client, error, before)
             except bt.ChainError as error:
+                if isinstance(error.__cause__, _CONNECTION_ERRORS):
+                    # The socket went away between signing and inclusion: not the chain's answer.
+                    raise ChainConnectionError(f"set_weights lost the connection: {error}") from error
                 return self._refusal(error, netuid, before)
             except bt.BittensorError as error:
-                return WeightSetResult(False, f"weights refused by the SDK: {error}", before)
+                return WeightSetResult(
+                    False, f"weights refused by the SDK: {error}", before, refusal=Refusal.INVALID
+                )
             if not result.success:
+                if result.error is not None:
+                    return self._refusal(result.error, netuid, before)
                 return WeightSetResult(False, f"weight set failed on chain: {result.message}", before)
             block = _block_of(result) or await client.block()
             reveal_round = (result.data or {}).get("reveal_round")
@@ -382,21 +489,89 @@ class BittensorChain:
                 if path == "commit-reveal"
                 else ""
             )
-            return WeightSetResult(True, f"set {len(weights)} weights at block {block}{detail}", block)
+            return WeightSetResult(
+                True,
+                f"set {len(weights)} weights at block {block}{detail}",
+                block,
+                reveal_round=None if reveal_round is None else int(reveal_round),
+            )
 
         return await self._call("set_weights", execute)
 
     def _refusal(self, error: Any, netuid: int, block: int) -> WeightSetResult:
+        """A refused weight set, its kind from the SDK's error code and the chain's error name."""
+        name = getattr(error, "name", None)
         code = getattr(error, "code", None)
-        if code == bt.ErrorCode.RATE_LIMITED:
-            return WeightSetResult(False, f"rate limited: {error.message}", block)
-        if code == bt.ErrorCode.NOT_REGISTERED:
-            return WeightSetResult(
-                False,
-                f"validator hotkey {self.hotkey} is not registered on subnet {netuid}: {error.message}",
-                block,
+        kind = classify_chain_error(code, name)
+        text = getattr(error, "message", str(error))
+        label = name or (code.value if isinstance(code, bt.ErrorCode) else "unknown")
+        messages = {
+            Refusal.RATE_LIMITED: f"rate limited: {text}",
+            Refusal.NOT_REGISTERED: (
+                f"validator hotkey {self.hotkey} is not registered on subnet {netuid} ({label}): {text}"
+            ),
+            Refusal.NO_PERMIT: (
+                f"validator hotkey {self.hotkey} holds no validator permit on subnet {netuid}"
+                f" ({label}): {text}"
+            ),
+            Refusal.STAKE: (
+                f"validator hotkey {self.hotkey} has too little stake to set weights on subnet {netuid}"
+                f" ({label}): {text}"
+            ),
+            Refusal.VERSION_KEY: f"weights version key refused on subnet {netuid} ({label}): {text}",
+        }
+        return WeightSetResult(
+            False, messages.get(kind, f"weights refused ({label}): {text}"), block, refusal=kind
+        )
+
+    async def _runtime_refusal(
+        self, client: bt.Client, error: StorageFunctionNotFound, block: int
+    ) -> WeightSetResult:
+        spec = await client.spec_version()
+        message = (
+            f"the chain's runtime (spec {spec}) has no storage item {missing_item(error)}, which"
+            f" bittensor {bt.__version__} reads to set weights; nothing was submitted. Weights cannot be"
+            " set with this SDK against this runtime: use the bittensor release made for it"
+        )
+        return WeightSetResult(False, message, block, refusal=Refusal.RUNTIME)
+
+    async def own_hotkey(self) -> str:
+        """This wallet's hotkey (SS58)."""
+        await self._wallet_async()
+        return self.hotkey
+
+    async def revealed_round(self) -> int | None:
+        """``Drand.LastStoredRound``: commit-reveal weights of rounds up to it are revealable."""
+
+        async def read(client: bt.Client) -> int | None:
+            value = await client.query(("Drand", "LastStoredRound"), [])
+            return None if value is None else int(value)
+
+        return await self._call("revealed_round", read)
+
+    async def runtime_info(self, netuid: int) -> RuntimeInfo:
+        """The runtime's spec version and the weight-path storage items it lacks (probed one by one)."""
+        hotkey = await self.own_hotkey()
+
+        async def probe(client: bt.Client, pallet: str, item: str, shape: str) -> str | None:
+            shapes: dict[str, list[Any]] = {"": [], "netuid": [netuid], "netuid,hotkey": [netuid, hotkey]}
+            params = shapes.get(shape, [netuid, 0])
+            try:
+                await client.query((pallet, item), params)
+            except StorageFunctionNotFound:
+                return f"{pallet}.{item}"
+            return None
+
+        async def read(client: bt.Client) -> RuntimeInfo:
+            spec = await client.spec_version()
+            found = await asyncio.gather(*(probe(client, *entry) for entry in WEIGHT_PATH_STORAGE))
+            return RuntimeInfo(
+                name=f"bittensor {self.chain_endpoint or self.network}",
+                spec_version=int(spec),
+                missing_storage=tuple(item for item in found if item is not None),
             )
-        return WeightSetResult(False, f"weights refused ({code}): {error.message}", block)
+
+        return await self._call("runtime_info", read)
 
     async def commit_own(self, netuid: int, value: str) -> int:
         """Commit ``value`` (one ``Raw`` field, <= 128 bytes) for this wallet's hotkey; returns its block.
@@ -417,6 +592,8 @@ class BittensorChain:
             try:
                 result = await client.submit_call(call, wallet, signer="hotkey", wait_for_finalization=False)
             except bt.ChainError as error:
+                if isinstance(error.__cause__, _CONNECTION_ERRORS):
+                    raise ChainConnectionError(f"commit lost the connection: {error}") from error
                 raise BittensorChainError(f"commitment refused: {error.message}") from error
             if not result.success:
                 raise BittensorChainError(f"commitment failed on chain: {result.message}")

@@ -17,7 +17,6 @@ from validator.chain.local import LocalChain, LocalChainError, WeightSet
 from validator.chain.port import RawCommitment
 from validator.commitments import (
     DEFAULT_COMPETITION,
-    DEFAULT_CONTENT_HASH,
     CommitmentError,
     format_commitment,
     submissions_from_chain,
@@ -249,7 +248,11 @@ def add_chain_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     commit.add_argument("--revision", required=True, help="full 40-character commit sha")
     commit.add_argument("--competition", default=DEFAULT_COMPETITION, help=f"default {DEFAULT_COMPETITION}")
     commit.add_argument("--epoch", type=_non_negative_int, default=0)
-    commit.add_argument("--hash", default=DEFAULT_CONTENT_HASH, help="opaque token for the hash field")
+    commit.add_argument(
+        "--hash",
+        default=None,
+        help="the hash field (default: the subnet tool's hash of repo, epoch, competition)",
+    )
 
     commit_raw = leaf("commit-raw", cmd_commit_raw, "commit any string (to test malformed commitments)")
     commit_raw.add_argument("--hotkey", required=True)

@@ -2,6 +2,10 @@
 
 Half-dead websockets hang without an error, so no chain call may wait forever. Writes are not retried
 here: a weight set that timed out may still land, and the weight setter decides what to do next.
+
+The facade's deadline is the outer one: it must be longer than the adapter's own (its
+``deadline_s``), so that on a hung connection the adapter times out first, drops the connection and
+the next try runs on a fresh one. :func:`nested_timeout` gives the facade deadline for an adapter.
 """
 
 from __future__ import annotations
@@ -12,11 +16,28 @@ from typing import TypeVar
 
 import structlog
 
-from validator.chain.port import Chain, ChainError, Hyperparameters, Neuron, RawCommitment, WeightSetResult
+from validator.chain.port import (
+    Chain,
+    ChainError,
+    Hyperparameters,
+    Neuron,
+    RawCommitment,
+    Refusal,
+    RuntimeInfo,
+    WeightSetResult,
+)
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+DEADLINE_MARGIN_S = 2.0
+"""How much longer the facade waits than the adapter's worst case, so the adapter always ends first."""
+
+
+def nested_timeout(adapter_deadline_s: float) -> float:
+    """The facade deadline for an adapter whose one call takes at most ``adapter_deadline_s``."""
+    return adapter_deadline_s + DEADLINE_MARGIN_S
 
 
 class ChainUnavailable(ChainError):
@@ -62,6 +83,23 @@ class ChainFacade:
         """Hash of ``block``."""
         return await self._read("block_hash", lambda: self._chain.block_hash(block))
 
+    async def own_hotkey(self) -> str:
+        """The hotkey the adapter signs with."""
+        return await self._read("own_hotkey", self._chain.own_hotkey)
+
+    async def revealed_round(self) -> int | None:
+        """The newest drand round the chain has stored (None without drand)."""
+        return await self._read("revealed_round", self._chain.revealed_round)
+
+    async def runtime_info(self, netuid: int) -> RuntimeInfo:
+        """The runtime's version and the weight-path storage it lacks."""
+        return await self._read("runtime_info", lambda: self._chain.runtime_info(netuid))
+
+    @property
+    def timeout_s(self) -> float:
+        """This facade's deadline for one call."""
+        return self._timeout_s
+
     async def commit_own(self, netuid: int, value: str) -> int:
         """Commit ``value`` for the adapter's own hotkey; one attempt under the deadline.
 
@@ -84,10 +122,14 @@ class ChainFacade:
                 self._chain.set_weights(netuid, weights, version_key), timeout=self._timeout_s
             )
         except TimeoutError:
-            return WeightSetResult(False, f"set_weights timed out after {self._timeout_s:.0f}s", -1)
-        except ConnectionError as exc:
-            # A dropped connection is as transient as a timeout: the weight setter retries on the result.
-            return WeightSetResult(False, f"set_weights lost the chain connection: {exc!r}", -1)
+            return WeightSetResult(
+                False, f"set_weights timed out after {self._timeout_s:.0f}s", -1, refusal=Refusal.TRANSIENT
+            )
+        except (ConnectionError, OSError) as exc:
+            # The adapter dropped its client; the weight setter retries on a fresh one.
+            return WeightSetResult(
+                False, f"set_weights lost the chain connection: {exc!r}", -1, refusal=Refusal.CONNECTION
+            )
 
     async def reconnect(self) -> None:
         """Drop the adapter's connection; its next call opens a fresh one (the watchdog's remedy)."""

@@ -34,6 +34,8 @@ from validator.chain.port import (
     Hyperparameters,
     Neuron,
     RawCommitment,
+    Refusal,
+    RuntimeInfo,
     WeightSetResult,
     weights_problem,
 )
@@ -59,6 +61,10 @@ class LocalChainError(ChainError):
 
 class CorruptChainFileError(LocalChainError):
     """The chain file exists but is not a chain state this module wrote."""
+
+
+class ChainFileMissingError(LocalChainError):
+    """The chain file does not exist: a wrong path must not read as an empty chain."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,10 @@ def _state_from_json(raw: Any, path: Path) -> _State:
             subnet = _Subnet(weights_rate_limit=int(sub["weights_rate_limit"]), max_uids=int(sub["max_uids"]))
             for n in sub["neurons"]:
                 neuron = Neuron(
-                    uid=int(n["uid"]), hotkey=str(n["hotkey"]), registered_block=int(n["registered_block"])
+                    uid=int(n["uid"]),
+                    hotkey=str(n["hotkey"]),
+                    registered_block=int(n["registered_block"]),
+                    validator_permit=True,
                 )
                 subnet.neurons[neuron.uid] = neuron
             for c in sub["commitments"]:
@@ -217,11 +226,16 @@ def _locked(lock_path: Path, *, exclusive: bool, timeout_s: float) -> Iterator[N
         os.close(fd)
 
 
-def _read_state(path: Path) -> _State:
+def _read_state(path: Path, *, missing_ok: bool = False) -> _State:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return _State()
+        if missing_ok:
+            return _State()
+        raise ChainFileMissingError(
+            f"local chain file {path} does not exist; create it with `voice-validator chain init"
+            f" --chain-file {path}` (or point --local-chain-file at the right file)"
+        ) from None
     except UnicodeDecodeError as error:
         raise CorruptChainFileError(f"{path} is not UTF-8 text: {error}") from error
     try:
@@ -277,7 +291,9 @@ class LocalChain:
 
     Async methods implement the port and run their file I/O in a worker thread. The sync methods are
     the chain's "admin" side (what a miner's wallet or the chain itself would do) for the CLI and tests.
-    A missing file or subnet reads as empty and is created by the first write.
+    The file must exist (made by :meth:`create` or :meth:`configure`): a missing one is an error, so a
+    mistyped path never runs a validator on an empty chain. A missing subnet reads as empty. There is
+    no stake here, so every registered hotkey holds a validator permit.
     """
 
     def __init__(self, path: Path, validator_hotkey: str, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
@@ -292,17 +308,27 @@ class LocalChain:
     # -- internals
 
     def _read(self) -> _State:
+        self._check_exists()
         with _locked(self.lock_path, exclusive=False, timeout_s=self._lock_timeout_s):
             return _read_state(self.path)
 
+    def _check_exists(self) -> None:
+        # Checked before the lock too: taking the lock creates the lock file, and a mistyped path
+        # must leave nothing behind.
+        if not self.path.exists():
+            _read_state(self.path)
+
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[_State]:
+    def _transaction(self, *, create: bool = False) -> Iterator[_State]:
         """Read, let the caller modify, write back, all under the exclusive lock.
 
-        If the body raises, nothing is written: a refused extrinsic changes nothing.
+        If the body raises, nothing is written: a refused extrinsic changes nothing. Only ``create``
+        may start from a missing file.
         """
+        if not create:
+            self._check_exists()
         with _locked(self.lock_path, exclusive=True, timeout_s=self._lock_timeout_s):
-            state = _read_state(self.path)
+            state = _read_state(self.path, missing_ok=create)
             yield state
             _write_state(self.path, state)
 
@@ -331,7 +357,7 @@ class LocalChain:
         """
         chain = cls(path, validator_hotkey)
         _check_netuid(netuid)
-        with chain._transaction() as state:
+        with chain._transaction(create=True) as state:
             if netuid in state.subnets:
                 if not exist_ok:
                     raise LocalChainError(f"subnet {netuid} already exists in {chain.path}")
@@ -339,6 +365,11 @@ class LocalChain:
                 state.subnets[netuid] = _Subnet()
                 chain._apply_config(state.subnets[netuid], weights_rate_limit, max_uids)
         return chain
+
+    def ensure_file(self) -> None:
+        """Create an empty chain file (no subnet yet) if there is none; an existing one is left alone."""
+        with self._transaction(create=True):
+            pass
 
     @staticmethod
     def _apply_config(subnet: _Subnet, weights_rate_limit: int | None, max_uids: int | None) -> None:
@@ -356,8 +387,9 @@ class LocalChain:
     def configure(
         self, netuid: int, *, weights_rate_limit: int | None = None, max_uids: int | None = None
     ) -> None:
-        """Change subnet hyperparameters (``None`` leaves one unchanged); creates the subnet if missing."""
-        with self._transaction() as state:
+        """Change subnet hyperparameters (``None`` leaves one unchanged); creates the file and the subnet
+        if missing (this is ``voice-validator chain init``)."""
+        with self._transaction(create=True) as state:
             self._apply_config(self._subnet(state, netuid), weights_rate_limit, max_uids)
 
     def register(self, netuid: int, hotkey: str) -> Neuron:
@@ -374,7 +406,8 @@ class LocalChain:
             if uid is None:
                 raise LocalChainError(f"subnet {netuid} is full ({subnet.max_uids} uids)")
             state.block += 1
-            neuron = Neuron(uid=uid, hotkey=hotkey, registered_block=state.block)
+            # No stake on this chain: every registered hotkey may validate.
+            neuron = Neuron(uid=uid, hotkey=hotkey, registered_block=state.block, validator_permit=True)
             subnet.neurons[uid] = neuron
         return neuron
 
@@ -471,14 +504,16 @@ class LocalChain:
         """Blocking body of :meth:`set_weights`; refusals come back as ``success=False``, never raised."""
         _check_netuid(netuid)
         problem = weights_problem(weights)
+        self._check_exists()
         with _locked(self.lock_path, exclusive=True, timeout_s=self._lock_timeout_s):
             state = _read_state(self.path)
             subnet = state.subnets.get(netuid)
-            if problem is None:
-                problem = self._refusal(state, subnet, netuid, weights)
-            if problem is not None or subnet is None:
-                message = problem or f"subnet {netuid} does not exist"
-                return WeightSetResult(success=False, message=message, block=state.block)
+            refusal = None if problem is None else (problem, Refusal.INVALID)
+            if refusal is None:
+                refusal = self._refusal(state, subnet, netuid, weights)
+            if refusal is not None or subnet is None:
+                message, kind = refusal or (f"subnet {netuid} does not exist", Refusal.INVALID)
+                return WeightSetResult(success=False, message=message, block=state.block, refusal=kind)
             state.block += 1
             kept = {operator.index(uid): float(w) for uid, w in weights.items() if w > 0}
             total = math.fsum(kept.values())
@@ -500,15 +535,18 @@ class LocalChain:
 
     def _refusal(
         self, state: _State, subnet: _Subnet | None, netuid: int, weights: Mapping[int, float]
-    ) -> str | None:
-        """Why the chain would refuse this validator's weight set now, or ``None``."""
+    ) -> tuple[str, Refusal] | None:
+        """Why the chain would refuse this validator's weight set now (and what kind of refusal)."""
         if subnet is None:
-            return f"subnet {netuid} does not exist"
+            return f"subnet {netuid} does not exist", Refusal.INVALID
         if not self.validator_hotkey or subnet.uid_of(self.validator_hotkey) is None:
-            return f"validator hotkey {self.validator_hotkey!r} is not registered on subnet {netuid}"
+            return (
+                f"validator hotkey {self.validator_hotkey!r} is not registered on subnet {netuid}",
+                Refusal.NOT_REGISTERED,
+            )
         unknown = sorted(operator.index(uid) for uid in weights if operator.index(uid) not in subnet.neurons)
         if unknown:
-            return f"uids not registered on subnet {netuid}: {unknown}"
+            return f"uids not registered on subnet {netuid}: {unknown}", Refusal.INVALID
         last = subnet.latest_weights.get(self.validator_hotkey)
         limit = subnet.weights_rate_limit
         # The new set would land in block ``state.block + 1``; two sets must land ``limit`` blocks apart.
@@ -516,7 +554,7 @@ class LocalChain:
             return (
                 f"rate limited: weights last set at block {last.block}, the next set may land at block"
                 f" {last.block + limit} or later (rate limit {limit} blocks, now at block {state.block})"
-            )
+            ), Refusal.RATE_LIMITED
         return None
 
     # -- the Chain port (async)
@@ -569,6 +607,24 @@ class LocalChain:
         if not self.validator_hotkey:
             raise LocalChainError("this LocalChain has no hotkey of its own to commit with")
         return await asyncio.to_thread(self.commit, netuid, self.validator_hotkey, value)
+
+    async def own_hotkey(self) -> str:
+        """The validator hotkey this chain object acts for."""
+        return self.validator_hotkey
+
+    async def revealed_round(self) -> int | None:
+        """No drand here: weights are never committed, only set."""
+        return None
+
+    async def runtime_info(self, netuid: int) -> RuntimeInfo:
+        """The file chain has no runtime; it reads the file once so a missing or corrupt one shows."""
+        await asyncio.to_thread(self.snapshot, netuid)
+        return RuntimeInfo(name=f"local file chain {self.path}", spec_version=None)
+
+    @property
+    def deadline_s(self) -> float:
+        """A call waits at most for the file lock, then reads (and may write) a small file."""
+        return self._lock_timeout_s + 5.0
 
     async def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""

@@ -10,11 +10,16 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 
 class ChainError(RuntimeError):
     """Base of every error a chain adapter raises on purpose (refusals, lost connections, bad wallets)."""
+
+
+class RuntimeMismatchError(ChainError):
+    """The chain's runtime lacks storage the adapter's SDK reads: no retry helps, the operator must act."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,39 @@ class RawCommitment:
     block: int
 
 
+class Refusal(StrEnum):
+    """Why a weight set did not land, as far as the weight setter's next step goes.
+
+    Adapters classify the chain's (or the SDK's) error by its code, never by its wording; the weight
+    setter gives each kind its own remedy.
+    """
+
+    RATE_LIMITED = "rate_limited"
+    """Too soon after the last set: wait for the rate limit; nothing to retry now."""
+    NOT_REGISTERED = "not_registered"
+    """The hotkey is not registered on the subnet: nothing lands until the operator registers it."""
+    NO_PERMIT = "no_permit"
+    """The hotkey holds no validator permit: the chain refuses non-self weights."""
+    STAKE = "stake"
+    """The hotkey has less stake than the subnet requires to set weights."""
+    VERSION_KEY = "version_key"
+    """The weights version key is older than the subnet's minimum."""
+    RUNTIME = "runtime"
+    """The chain's runtime lacks storage the SDK reads to set weights: this SDK cannot set weights there."""
+    INVALID = "invalid"
+    """The vector itself is refused (empty, zero, too few uids): the same vector would fail again."""
+    CONNECTION = "connection"
+    """The connection failed mid-call: rebuild the client and retry."""
+    TRANSIENT = "transient"
+    """Anything else (a full pool, a timeout, an unknown error): retry with backoff."""
+
+
+BLOCKING_REFUSALS = frozenset(
+    {Refusal.NOT_REGISTERED, Refusal.NO_PERMIT, Refusal.STAKE, Refusal.VERSION_KEY, Refusal.RUNTIME}
+)
+"""Refusals no retry can cure: they need the operator (or the subnet) to change something."""
+
+
 @dataclass(frozen=True)
 class WeightSetResult:
     """The chain's answer to a weight set."""
@@ -46,6 +84,17 @@ class WeightSetResult:
     success: bool
     message: str
     block: int
+    refusal: Refusal | None = None
+    """Why it failed (None on success; a failure without one counts as transient)."""
+    reveal_round: int | None = None
+    """Under commit-reveal: the drand round at which the chain reveals the committed weights."""
+
+    @property
+    def kind(self) -> Refusal | None:
+        """The refusal, transient when a failure did not say (None on success)."""
+        if self.success:
+            return None
+        return self.refusal or Refusal.TRANSIENT
 
 
 @dataclass(frozen=True)
@@ -60,6 +109,20 @@ class Hyperparameters:
     """Whether weights go through (timelocked) commit-reveal on this subnet."""
     version_key: int
     """The subnet's minimum weights version key; a lower ``version_key`` is refused by the chain."""
+    min_stake: float = 0.0
+    """Least stake (whole tokens) a hotkey needs to set weights (subtensor's ``StakeThreshold``)."""
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What the chain runs, as far as setting weights is concerned."""
+
+    name: str
+    """The backend, e.g. ``bittensor finney`` or ``local file chain``."""
+    spec_version: int | None
+    """The runtime's spec version (None where there is no runtime)."""
+    missing_storage: tuple[str, ...] = ()
+    """``Pallet.Item`` names the SDK reads to set weights that this runtime does not have."""
 
 
 class Chain(Protocol):
@@ -101,6 +164,30 @@ class Chain(Protocol):
         """Write ``value`` as the commitment of this adapter's own hotkey; returns the block.
 
         Used by the miner-side command. Raises an adapter error with a clear message when refused.
+        """
+        ...
+
+    async def own_hotkey(self) -> str:
+        """The hotkey this adapter signs with (SS58 on a real chain)."""
+        ...
+
+    async def revealed_round(self) -> int | None:
+        """The newest drand round the chain has stored; commit-reveal weights up to it are revealed.
+
+        ``None`` where the chain has no drand (no commit-reveal).
+        """
+        ...
+
+    async def runtime_info(self, netuid: int) -> RuntimeInfo:
+        """The runtime's version, and the storage items the weight path needs that it lacks."""
+        ...
+
+    @property
+    def deadline_s(self) -> float:
+        """The longest one call of this adapter can take, dropping a hung connection included.
+
+        The facade's deadline must be longer, or it cancels the adapter before the adapter can drop
+        and rebuild its connection.
         """
         ...
 
