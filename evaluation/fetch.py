@@ -111,6 +111,10 @@ def _guarded_progress_class(abort: threading.Event) -> type[hf_tqdm]:
     """
 
     class _GuardedProgress(hf_tqdm):
+        # tqdm starts a monitor thread per progress-bar class; a class is made per download, so without
+        # this a long-running validator would gain one idle thread per fetch, forever.
+        monitor_interval = 0
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True  # no bars in a daemon's logs
             super().__init__(*args, **kwargs)

@@ -161,6 +161,7 @@ class Outcome:
     host_spawns: int
     host_spawn_failures: list[str]
     rss_growth_mib: float
+    threads_left: list[str]
     listeners: dict[str, int]
     listener_ports: dict[str, int]
     probe_address: str | None
@@ -240,6 +241,12 @@ def build_cases(base_image: str, probe_address: str | None, listeners: dict[str,
         Case(
             "build_egress",
             dockerfile_text=step(step=f"RUN python3 /build_probe.py probe '{json.dumps(probe)}'"),
+        ),
+        # Backtracking bait for a regex-based matcher: the validator's own matcher takes milliseconds.
+        Case(
+            "build_dockerignore",
+            {"mode": "idk"},
+            extra_files={".dockerignore": ("**/" * 150 + "a*" * 200 + "b\n").encode() * 20},
         ),
         Case("build_fork_bomb", dockerfile_text=step(step="RUN python3 /build_probe.py fork 5000")),
         Case("build_disk_fill", dockerfile_text=step(step="RUN python3 /build_probe.py fill 2048")),
@@ -384,7 +391,9 @@ def hostile_round(
                 await settle(w, outcome)
                 return w
 
-        w = asyncio.run(run())
+        threads_before = set(threading.enumerate())
+        w = asyncio.run(run())  # returns once the loop's worker threads have all ended
+        outcome["threads_left"] = sorted(t.name for t in set(threading.enumerate()) - threads_before)
         duration = time.monotonic() - started
         time.sleep(0.5)
         filters = ownership_filter(validator_id)
@@ -413,6 +422,7 @@ def hostile_round(
             host_spawns=outcome["host_spawns"],
             host_spawn_failures=outcome["host_spawn_failures"],
             rss_growth_mib=outcome["rss_growth_mib"],
+            threads_left=outcome["threads_left"],
             listeners={key: listener.count - counted_before[key] for key, listener in listeners.items()},
             listener_ports={key: listener.port for key, listener in listeners.items()},
             probe_address=probe_address,
@@ -753,4 +763,16 @@ def test_a_build_step_filling_the_disk_is_stopped_at_its_bound(hostile_round: Ou
     error = assert_rejected(hostile_round, "build_disk_fill", "BuildFailed", "build-disk-limit")
     assert "BUILD-REPORT" not in error  # stopped long before its 2 GiB were written
     no_image_built(hostile_round, "build_disk_fill")
+    assert_validator_and_host_unharmed(hostile_round)
+
+
+def test_a_crafted_dockerignore_is_matched_quickly_and_leaves_no_thread(hostile_round: Outcome) -> None:
+    # The docker SDK turned such patterns into backtracking regular expressions run in our process.
+    row = hostile_round.row("build_dockerignore")
+    assert row.status == "evaluated" and row.error is None and row.score == 0, row
+    assert hostile_round.uids[row.hotkey] not in hostile_round.weights
+    # tqdm keeps one monitor thread per progress-bar class for the process's life (the datasets loader's);
+    # one per fetch would be a leak, anything else a thread still spinning.
+    left = [name for name in hostile_round.threads_left if name != "tqdm_monitor"]
+    assert left == [] and hostile_round.threads_left.count("tqdm_monitor") <= 1, hostile_round.threads_left
     assert_validator_and_host_unharmed(hostile_round)
