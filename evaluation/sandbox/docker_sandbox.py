@@ -58,7 +58,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,7 @@ from evaluation.errors import BuildFailed, InfrastructureError, StartFailed, Sub
 from evaluation.health import Health, health_from_body
 from evaluation.progress import Observe, Throttle
 from evaluation.sandbox.build_context import PreparedContext, prepare_context, tar_stream
+from evaluation.sandbox.build_disk import created_epoch
 from evaluation.sandbox.build_leftovers import leftover_images, reported_layers
 from evaluation.sandbox.build_limits import BuildHost, BuildLimitsConfig
 from evaluation.sandbox.build_network import (
@@ -280,17 +280,6 @@ def object_labels(
     if hotkey is not None:
         labels[LABEL_HOTKEY] = hotkey
     return labels
-
-
-def created_at(image_attrs: dict[str, Any]) -> float:
-    """An image's creation time as a Unix timestamp (inspect gives RFC 3339, the list API seconds)."""
-    created = image_attrs.get("Created")
-    if isinstance(created, int | float):
-        return float(created)
-    try:
-        return datetime.fromisoformat(str(created)).timestamp()
-    except ValueError:
-        return 0.0
 
 
 def image_volumes(image_attrs: dict[str, Any], where: str) -> list[str]:
@@ -538,7 +527,7 @@ class DockerSandbox:
         images = await self._blocking(client.images.list, filters=filters, what="look up a cached image")
         if not images:
             return None
-        return max(images, key=lambda image: created_at(image.attrs))
+        return max(images, key=lambda image: created_epoch(image.attrs))
 
     async def _image_for(self, client: docker.DockerClient, submission: Submission, repo_dir: Path) -> str:
         """The image id to run ``submission``: reused when this exact context was built before."""
@@ -618,7 +607,7 @@ class DockerSandbox:
         images = await self._blocking(client.images.list, filters=filters, what="look up the miner's images")
         if not images:
             return None
-        return str(max(images, key=lambda image: created_at(image.attrs)).id)
+        return str(max(images, key=lambda image: created_epoch(image.attrs)).id)
 
     def _build_params(
         self, submission: Submission, context: PreparedContext, cache_from: str | None, egress: BuildEgress
@@ -1151,7 +1140,7 @@ class DockerSandbox:
         )
 
         def recency(image: Any) -> float:
-            return max(self._last_used.get(image.id, 0.0), created_at(image.attrs))
+            return max(self._last_used.get(image.id, 0.0), created_epoch(image.attrs))
 
         protected = set(keep) | set(self._pinned)
         candidates = sorted(
