@@ -42,6 +42,7 @@ from evaluation.sandbox.build_network import (
 )
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig, ownership_filter
 from evaluation.types import Submission
+from tests.listeners import Listener
 
 PROJECT_BRIDGE_ADDRESS = "10.212.0.1"  # scripts/dockerd.sh's VV_DOCKER_BIP on vvdocker0
 REVISION = "feedfacefeedfacefeedfacefeedfacefeedface"
@@ -152,36 +153,6 @@ class Upstream:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-class Listener:
-    """A TCP listener on one address that counts what it accepts."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.accepted = 0
-        self._socket = socket.create_server((address, 0))
-        self._socket.settimeout(0.2)
-        self.port = self._socket.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._socket.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            connection.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._socket.close()
 
 
 def unassigned_address() -> str:

@@ -17,7 +17,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
@@ -44,6 +43,7 @@ from evaluation.sandbox.docker_sandbox import (
 from evaluation.sandbox.port import RunningModel, Sandbox
 from evaluation.types import Submission
 from tests.conftest import remove_validator_objects
+from tests.listeners import Listener
 from tests.sandbox_contract import check_build_failure, check_serves_then_stops
 
 EXAMPLE_MINER = Path(__file__).resolve().parents[1] / "docker" / "example_miner"
@@ -245,39 +245,6 @@ async def test_runs_as_non_root_with_read_only_root(
         assert (code, output.strip()) == (0, b"scratch")
     finally:
         await sandbox.stop(model)
-
-
-class Listener:
-    """A TCP listener on one host address that counts the connections it accepts."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.accepted = 0
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((address, 0))
-        self._socket.listen(16)
-        self._socket.settimeout(0.2)
-        self.port = self._socket.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._socket.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            connection.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._socket.close()
 
 
 @pytest.fixture
