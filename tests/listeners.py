@@ -1,9 +1,38 @@
-"""A TCP listener that counts the connections it accepts: the witness of the egress and host-guard tests."""
+"""Witnesses of the egress and host-guard tests: a counting TCP listener, and a documentation-range
+address on an interface the test creates."""
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 import socket
+import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+
+@contextmanager
+def documentation_address(prefix: str) -> Iterator[str]:
+    """A 198.51.100.x address on a new interface named ``prefix`` + random hex, removed afterwards.
+
+    Skips without root or iproute2. A bridge, not a dummy: the dummy module is not on every kernel
+    (not on this one).
+    """
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to create a probe interface")
+    name = f"{prefix}{secrets.token_hex(3)}"
+    address = f"198.51.100.{secrets.randbelow(250) + 2}"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", name], check=True)
+        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        yield address
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=False)
 
 
 class Listener:

@@ -16,11 +16,9 @@ import dataclasses
 import http.server
 import ipaddress
 import json
-import os
 import random
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import threading
@@ -42,7 +40,7 @@ from evaluation.sandbox.build_network import (
 )
 from evaluation.sandbox.docker_sandbox import DockerSandbox, SandboxConfig, ownership_filter
 from evaluation.types import Submission
-from tests.listeners import Listener
+from tests.listeners import Listener, documentation_address
 
 PROJECT_BRIDGE_ADDRESS = "10.212.0.1"  # scripts/dockerd.sh's VV_DOCKER_BIP on vvdocker0
 REVISION = "feedfacefeedfacefeedfacefeedfacefeedface"
@@ -181,22 +179,12 @@ def upstream() -> Iterator[Upstream]:
 @pytest.fixture
 def documentation_listener() -> Iterator[Listener]:
     """A listener on a 198.51.100.x address of an interface this test creates (and removes)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 to create a probe interface")
-    name = f"vvb{secrets.token_hex(3)}"
-    address = f"198.51.100.{secrets.randbelow(250) + 2}"
-    # A bridge, not a dummy: the dummy module is not available on every kernel (not on this one).
-    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
-    try:
-        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", name], check=True)
-        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+    with documentation_address("vvb") as address:
         listener = Listener(address)
         try:
             yield listener
         finally:
             listener.close()
-    finally:
-        subprocess.run(["ip", "link", "del", name], check=False)
 
 
 @pytest.fixture

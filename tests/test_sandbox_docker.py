@@ -12,11 +12,9 @@ import base64
 import dataclasses
 import io
 import json
-import os
 import secrets
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
@@ -43,7 +41,7 @@ from evaluation.sandbox.docker_sandbox import (
 from evaluation.sandbox.port import RunningModel, Sandbox
 from evaluation.types import Submission
 from tests.conftest import remove_validator_objects
-from tests.listeners import Listener
+from tests.listeners import Listener, documentation_address
 from tests.sandbox_contract import check_build_failure, check_serves_then_stops
 
 EXAMPLE_MINER = Path(__file__).resolve().parents[1] / "docker" / "example_miner"
@@ -250,18 +248,8 @@ async def test_runs_as_non_root_with_read_only_root(
 @pytest.fixture
 def probe_address() -> Iterator[str]:
     """A non-loopback address on an interface this test creates (and removes)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 to create a probe interface")
-    name = f"vvp{secrets.token_hex(3)}"
-    address = f"198.51.100.{secrets.randbelow(250) + 2}"
-    # A bridge, not a dummy: the dummy module is not available on every kernel (it is not here).
-    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
-    try:
-        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", name], check=True)
-        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+    with documentation_address("vvp") as address:
         yield address
-    finally:
-        subprocess.run(["ip", "link", "del", name], check=False)
 
 
 PROBE_SCRIPT = """
